@@ -1,0 +1,213 @@
+"""Stage 2: filter one shard's documents, streaming over record batches.
+
+Each batch is parsed (`obelics.parse_record`), its valid documents are token-counted in one
+batched tokenizer call, and the survivors compete for `docs_per_shard` places by a seeded hash of
+the page URL — a bounded heap, so memory stays flat however large the shard. Rejected rows go to
+`on_reject` as soon as they are seen (the caller streams them to storage); nothing is dropped
+without a reason, and the kept set does not depend on row order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from viscon_dagster.core.obelics import Doc, Reject, parse_record
+
+# Counts text tokens for a batch of texts (a real tokenizer behind it; see resources/tokenizer.py).
+TokenCounter = Callable[[list[str]], list[int]]
+
+IMAGE_INFO_TYPE = pa.struct([
+    ("position", pa.int32()), ("url", pa.string()), ("src", pa.string()), ("alt_text", pa.string()),
+    ("original_width", pa.int64()), ("original_height", pa.int64()),
+])
+FILTERED_DOCS_SCHEMA = pa.schema([
+    ("doc_id", pa.string()), ("shard", pa.string()), ("row_index", pa.int64()), ("url", pa.string()),
+    ("texts", pa.list_(pa.string())), ("images", pa.list_(pa.string())),
+    ("image_info", pa.list_(IMAGE_INFO_TYPE)), ("n_images", pa.int32()), ("n_texts", pa.int32()),
+    ("text_tokens", pa.int32()), ("sample_rank", pa.string()), ("general_metadata", pa.string()),
+])
+
+
+@dataclass
+class FilterSettings:
+    max_text_tokens: int = 2000
+    min_images: int = 1
+    docs_per_shard: int = 1000
+    seed: int = 0
+
+
+@dataclass
+class FilterStats:
+    rows_in: int = 0
+    valid: int = 0
+    eligible: int = 0
+    kept: int = 0
+    rejects: Counter = field(default_factory=Counter)
+
+    @property
+    def not_sampled(self) -> int:
+        """Eligible documents that lost the seeded draw for the shard's places."""
+        return self.eligible - self.kept
+
+
+def sample_rank(url: str, seed: int) -> str:
+    """Seeded, row-order-independent rank of a page; the smallest ranks are kept."""
+    return hashlib.sha256(f"{seed}:{url}".encode()).hexdigest()
+
+
+@dataclass(order=True)
+class _Candidate:
+    neg_key: tuple  # heapq is a min-heap; negating the key keeps the k smallest at hand
+    row: dict = field(compare=False)
+    raw: dict = field(compare=False)  # the source row, in case the document is evicted as a duplicate
+
+
+def _negate_hex(h: str) -> str:
+    return "".join("0123456789abcdef"[15 - int(c, 16)] for c in h)
+
+
+class ShardFilter:
+    """Feed record batches with `add_batch`, then take the kept documents with `result`."""
+
+    def __init__(self, shard: str, settings: FilterSettings, count_tokens: TokenCounter,
+                 on_reject: Callable[[list[dict[str, Any]]], None]):
+        self.shard, self.settings, self.count_tokens, self.on_reject = shard, settings, count_tokens, on_reject
+        self.stats = FilterStats()
+        self._heap: list[_Candidate] = []
+        self._best_by_url: dict[str, str] = {}  # url -> content hash of the copy that stands
+
+    def add_batch(self, batch: pa.RecordBatch) -> None:
+        rows = batch.to_pylist()
+        start = self.stats.rows_in
+        self.stats.rows_in += len(rows)
+        rejects: list[dict[str, Any]] = []
+        docs: list[tuple[int, dict, Doc]] = []
+        for offset, raw in enumerate(rows):
+            parsed = parse_record(raw)
+            if isinstance(parsed, Reject):
+                rejects.append(self._reject_row(raw, start + offset, parsed))
+            else:
+                docs.append((start + offset, raw, parsed))
+        self.stats.valid += len(docs)
+
+        content_ok = []
+        for index, raw, doc in docs:
+            reject = self._content_reject(doc)
+            if reject:
+                rejects.append(self._reject_row(raw, index, reject))
+            else:
+                content_ok.append((index, raw, doc))
+        counts = self.count_tokens([doc.text for _, _, doc in content_ok]) if content_ok else []
+        for (index, raw, doc), n_tokens in zip(content_ok, counts):
+            if n_tokens > self.settings.max_text_tokens:
+                rejects.append(self._reject_row(raw, index, Reject(
+                    "too_many_tokens", f"{n_tokens} > {self.settings.max_text_tokens}"), n_tokens))
+                continue
+            loser = self._offer(index, raw, doc, n_tokens)
+            if loser is not None:
+                rejects.append(loser)
+        if rejects:
+            for r in rejects:
+                self.stats.rejects[r["reject_reason"]] += 1
+            self.on_reject(rejects)
+
+    def _content_reject(self, doc: Doc) -> Reject | None:
+        n_images = len(doc.image_info)
+        if n_images == 0:
+            return Reject("no_image", "document has no image")
+        if n_images < self.settings.min_images:
+            return Reject("too_few_images", f"{n_images} < {self.settings.min_images}")
+        if not doc.text.strip():
+            return Reject("no_text", "document has no text after stripping the end marker")
+        return None
+
+    def _offer(self, index: int, raw: dict, doc: Doc, n_tokens: int) -> dict | None:
+        """Enter an eligible doc in the draw; returns a duplicate-url reject row, if any."""
+        rank, chash = sample_rank(doc.url, self.settings.seed), doc.content_hash()
+        duplicate = self._reject_row(raw, index, Reject("duplicate_url", doc.url), n_tokens)
+        previous = self._best_by_url.get(doc.url)
+        if previous is not None:
+            # Same page twice: the copy with the smaller content hash wins, whatever the row order.
+            if chash >= previous:
+                return duplicate
+            self._best_by_url[doc.url] = chash
+            evicted = self._evict(doc.url)
+            if evicted is None:
+                # The earlier copy already lost the draw; with the same url rank, so does this one.
+                return duplicate
+            self._push(index, raw, doc, n_tokens, rank, chash)
+            return self._reject_row(evicted.raw, evicted.row["row_index"],
+                                    Reject("duplicate_url", doc.url), evicted.row["text_tokens"])
+        self._best_by_url[doc.url] = chash
+        self.stats.eligible += 1
+        self._push(index, raw, doc, n_tokens, rank, chash)
+        return None
+
+    def _push(self, index: int, raw: dict, doc: Doc, n_tokens: int, rank: str, chash: str) -> None:
+        cand = _Candidate((_negate_hex(rank), _negate_hex(chash)), self._doc_row(index, doc, n_tokens, rank), raw)
+        if len(self._heap) < self.settings.docs_per_shard:
+            heapq.heappush(self._heap, cand)
+        elif cand > self._heap[0]:
+            heapq.heapreplace(self._heap, cand)
+
+    def _evict(self, url: str) -> _Candidate | None:
+        """Remove url's document from the heap and return it (None if it is not there)."""
+        for i, cand in enumerate(self._heap):
+            if cand.row["url"] == url:
+                self._heap[i] = self._heap[-1]
+                self._heap.pop()
+                heapq.heapify(self._heap)
+                return cand
+        return None
+
+    def _doc_row(self, index: int, doc: Doc, n_tokens: int, rank: str) -> dict[str, Any]:
+        return {
+            "doc_id": doc.doc_id, "shard": self.shard, "row_index": index, "url": doc.url,
+            "texts": doc.texts, "images": doc.images, "image_info": [asdict(i) for i in doc.image_info],
+            "n_images": len(doc.image_info), "n_texts": sum(t is not None for t in doc.texts),
+            "text_tokens": n_tokens, "sample_rank": rank,
+            "general_metadata": json.dumps(doc.general_metadata, ensure_ascii=False),
+        }
+
+    def _reject_row(self, raw: dict, index: int, reject: Reject, n_tokens: int | None = None) -> dict:
+        return {"shard": self.shard, "row_index": index, "reject_reason": reject.reason,
+                "reject_detail": reject.detail, "text_tokens": n_tokens,
+                **{k: _as_json_text(raw.get(k)) for k in REJECT_RAW_COLUMNS}}
+
+    def result(self) -> pa.Table:
+        """The kept documents, ordered by sample rank (deterministic for a shard and seed)."""
+        rows = sorted((c.row for c in self._heap), key=lambda r: r["sample_rank"])
+        self.stats.kept = len(rows)
+        return pa.Table.from_pylist(rows, schema=FILTERED_DOCS_SCHEMA)
+
+
+# Rejects keep the source row (as JSON text, since a bad row may not fit the source schema).
+REJECT_RAW_COLUMNS = ("texts", "images", "metadata", "general_metadata")
+REJECTS_SCHEMA = pa.schema([
+    ("shard", pa.string()), ("row_index", pa.int64()), ("reject_reason", pa.string()),
+    ("reject_detail", pa.string()), ("text_tokens", pa.int32()),
+    *[(c, pa.string()) for c in REJECT_RAW_COLUMNS],
+])
+
+
+def _as_json_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def filter_shard(batches: Iterable[pa.RecordBatch], shard: str, settings: FilterSettings,
+                 count_tokens: TokenCounter, on_reject: Callable[[list[dict]], None]
+                 ) -> tuple[pa.Table, FilterStats]:
+    f = ShardFilter(shard, settings, count_tokens, on_reject)
+    for batch in batches:
+        f.add_batch(batch)
+    return f.result(), f.stats
