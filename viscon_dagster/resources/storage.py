@@ -19,12 +19,14 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field as PField
 from upath import UPath
 
+from viscon_dagster.settings import viscon_home
+
 ROOT_ENV = "VISCON_STORAGE_ROOT"
 
 
 def default_root() -> str:
-    """`$VISCON_STORAGE_ROOT`, else `.viscon/` under the current directory."""
-    return os.environ.get(ROOT_ENV) or (Path.cwd() / ".viscon").resolve().as_uri()
+    """`$VISCON_STORAGE_ROOT`, else `.viscon/storage` (see `settings.py`)."""
+    return os.environ.get(ROOT_ENV) or (viscon_home() / "storage").as_uri()
 
 
 def _is_s3(url: str) -> bool:
@@ -86,3 +88,32 @@ def write_parquet(table: pa.Table, path: UPath) -> None:
 def read_parquet(path: UPath) -> pa.Table:
     with path.open("rb") as f:
         return pq.read_table(f)
+
+
+class ParquetStreamWriter:
+    """Append row batches to one parquet file in storage as they come, without holding them.
+
+    The file always exists after `close()`, with the schema even when no row was written, so a
+    reader never has to tell "no rows" from "not produced".
+    """
+
+    def __init__(self, path: UPath, schema: pa.Schema):
+        self.path, self.schema, self.rows = path, schema, 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("wb")
+        self._writer = pq.ParquetWriter(self._file, schema, compression="zstd")
+
+    def write(self, rows: list[dict]) -> None:
+        if rows:
+            self._writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+            self.rows += len(rows)
+
+    def close(self) -> None:
+        self._writer.close()
+        self._file.close()
+
+    def __enter__(self) -> "ParquetStreamWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,34 @@
+"""Sensors and schedules. The shard sensor only registers partitions; it never launches heavy work."""
+
+import os
+
+import dagster as dg
+from pydantic import Field
+
+from viscon_dagster.partitions import obelics_shards, record_shards
+from viscon_dagster.resources.storage import StorageResource
+from viscon_dagster.settings import sample_dir
+
+SOURCE_ENV = "VISCON_SHARD_SOURCE"
+
+
+class ShardSourceResource(dg.ConfigurableResource):
+    """The shard source the sensor watches: a local folder, an S3 prefix or an `hf://` dataset path."""
+
+    url: str | None = Field(None, description="default $VISCON_SHARD_SOURCE, else the bundled sample's shards")
+
+    @property
+    def resolved(self) -> str:
+        return self.url or os.environ.get(SOURCE_ENV) or str(sample_dir() / "shards")
+
+
+@dg.sensor(minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.STOPPED,
+           description="Registers new source shards as obelics_shards partitions (no runs launched).")
+def obelics_shard_sensor(context: dg.SensorEvaluationContext, storage: StorageResource,
+                         shard_source: ShardSourceResource) -> dg.SensorResult | dg.SkipReason:
+    keys = record_shards(storage, shard_source.resolved)
+    known = set(context.instance.get_dynamic_partitions(obelics_shards.name))
+    new = [k for k in keys if k not in known]
+    if not new:
+        return dg.SkipReason(f"no new shards under {shard_source.resolved}")
+    return dg.SensorResult(dynamic_partitions_requests=[obelics_shards.build_add_request(new)])

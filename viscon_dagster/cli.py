@@ -1,0 +1,148 @@
+"""`viscon …`: the demo, sample data, tiny models, shard registration.
+
+    viscon demo                   sample → tiny models → register shards → materialize every shard
+    viscon sample [--out DIR]     write the bundled OBELICS-format sample corpus
+    viscon models tiny [--out D]  build the tiny local models (offline)
+    viscon shards register SRC    register a source's shards as obelics_shards partitions
+    viscon shards list            the registered shard partitions
+    viscon ui                     open the Dagster UI on the same instance
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from viscon_dagster import settings
+
+
+def _instance():
+    """The persistent Dagster instance (SQLite under DAGSTER_HOME; `.viscon/dagster_home` by default)."""
+    from dagster import DagsterInstance
+
+    home = settings.dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return DagsterInstance.get()
+
+
+def cmd_sample(args) -> list[Path]:
+    from viscon_dagster.core.sample_data import SampleSpec, write_sample
+
+    out = Path(args.out or settings.sample_dir())
+    paths = write_sample(out, SampleSpec(shards=args.shards, docs_per_shard=args.docs, seed=args.seed))
+    print(f"wrote {len(paths)} shards to {out / 'shards'} and their images to {out / 'images'}")
+    return paths
+
+
+def cmd_models_tiny(args) -> Path:
+    from viscon_dagster.core.tiny_tokenizer import save_pretrained_tokenizer
+
+    out = Path(args.out or settings.models_dir())
+    lm = out / "tiny-lm"
+    save_pretrained_tokenizer(lm)
+    print(f"tiny models in {out}")
+    return out
+
+
+def cmd_shards_register(args) -> list[str]:
+    from viscon_dagster.definitions import defs
+    from viscon_dagster.partitions import obelics_shards, record_shards
+
+    keys = record_shards(defs.resources["storage"], args.source)
+    instance = _instance()
+    known = set(instance.get_dynamic_partitions(obelics_shards.name))
+    new = [k for k in keys if k not in known]
+    instance.add_dynamic_partitions(obelics_shards.name, new)
+    print(f"{len(keys)} shards in {args.source}; {len(new)} newly registered")
+    return keys
+
+
+def cmd_shards_list(args) -> None:
+    from viscon_dagster.partitions import obelics_shards
+
+    for key in _instance().get_dynamic_partitions(obelics_shards.name):
+        print(key)
+
+
+def materialize_shards(keys: list[str]) -> list[bool]:
+    """Run the shard job for each partition on the persistent instance (visible in the UI)."""
+    from viscon_dagster.definitions import SHARD_JOB, defs
+
+    instance = _instance()
+    job = defs.resolve_job_def(SHARD_JOB)
+    results = []
+    for key in keys:
+        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
+                                        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+        print(f"  {key}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
+        results.append(result.success)
+    return results
+
+
+def cmd_demo(args) -> int:
+    sample = settings.sample_dir()
+    if args.fresh or not (sample / "shards").exists():
+        cmd_sample(argparse.Namespace(out=str(sample), shards=4, docs=72, seed=0))
+    if args.fresh or not (settings.models_dir() / "tiny-lm").exists():
+        cmd_models_tiny(argparse.Namespace(out=None))
+    keys = cmd_shards_register(argparse.Namespace(source=str(sample / "shards")))
+    print(f"materializing {len(keys)} shard partitions …")
+    ok = materialize_shards(keys)
+    from viscon_dagster.definitions import defs
+
+    root = defs.resources["storage"].root_url
+    print(f"\nstorage root: {root}\n  filtered docs: {root}/filtered_docs/<shard>.parquet"
+          f"\n  rejects:       {root}/filtered_docs_rejects/<shard>.parquet"
+          f"\nDagster instance: {settings.dagster_home()} (open the UI with `viscon ui`)")
+    return 0 if all(ok) else 1
+
+
+def cmd_ui(args) -> int:
+    _instance()
+    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
+    return subprocess.call(["dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="viscon", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    demo = sub.add_parser("demo", help="run the whole graph on the bundled sample with tiny local models")
+    demo.add_argument("--fresh", action="store_true", help="rebuild the sample and the tiny models")
+    demo.set_defaults(fn=cmd_demo)
+
+    sample = sub.add_parser("sample", help="write the OBELICS-format sample corpus")
+    sample.add_argument("--out", help="folder (default .viscon/sample)")
+    sample.add_argument("--shards", type=int, default=4)
+    sample.add_argument("--docs", type=int, default=72, help="good documents per shard")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.set_defaults(fn=cmd_sample)
+
+    models = sub.add_parser("models", help="local models").add_subparsers(dest="models_cmd", required=True)
+    tiny = models.add_parser("tiny", help="build the tiny random-weight models, offline")
+    tiny.add_argument("--out", help="folder (default .viscon/models)")
+    tiny.set_defaults(fn=cmd_models_tiny)
+
+    shards = sub.add_parser("shards", help="shard partitions").add_subparsers(dest="shards_cmd", required=True)
+    reg = shards.add_parser("register", help="register a source's parquet shards as partitions")
+    reg.add_argument("source", help="local folder, s3://bucket/prefix or hf://datasets/<repo>/<folder>")
+    reg.set_defaults(fn=cmd_shards_register)
+    shards.add_parser("list", help="list registered shard partitions").set_defaults(fn=cmd_shards_list)
+
+    ui = sub.add_parser("ui", help="open the Dagster UI on the demo's instance")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(fn=cmd_ui)
+
+    args = p.parse_args(argv)
+    result = args.fn(args)
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Pay-once journal: every answered request is persisted, keyed by fingerprint, the moment it arrives.
+
+Layout under the journal directory (a `UPath`: local folder or S3 prefix):
+
+    entries/<fingerprint>.json   one object per response, written as it arrives (a kill loses nothing
+                                 that was written; S3 has no append, so one object per response)
+    segments/<id>.jsonl          compacted entries (`compact()`, at the end of a run): one read per
+                                 thousands of responses on reload instead of one per response
+    state/<name>.json            small resumable state, e.g. submitted batch ids
+
+Writes of the same fingerprint are idempotent, and two processes compacting at once only duplicate
+lines (harmless). A half-written entry (killed during a local write) is skipped on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from typing import Any
+
+from viscon_dagster.core.models.request import Response
+
+
+def _is_local(path) -> bool:
+    return getattr(path, "protocol", "file") in ("", "file", "local")
+
+
+def _write_text(path, text: str) -> None:
+    """Whole-object write: atomic rename locally, single PUT on object stores."""
+    if _is_local(path):
+        local = path.path if hasattr(path, "path") else str(path)
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        tmp = f"{local}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, local)
+    else:
+        path.write_text(text)
+
+
+class Journal:
+    def __init__(self, root):
+        self.root = root
+        self._entries: dict[str, Response] | None = None
+
+    # -- responses ---------------------------------------------------------------------------
+    def _listing(self, sub: str) -> list:
+        d = self.root / sub
+        try:
+            # object-store listings are cached by fsspec; another process may have written since
+            d.fs.invalidate_cache()
+        except AttributeError:
+            pass
+        if not d.exists():
+            return []
+        return sorted(d.iterdir(), key=lambda p: p.name)
+
+    def load(self) -> dict[str, Response]:
+        entries: dict[str, Response] = {}
+        for seg in self._listing("segments"):
+            if seg.name.endswith(".jsonl"):
+                for line in seg.read_text().splitlines():
+                    if line.strip():
+                        r = Response.model_validate_json(line)
+                        entries[r.fingerprint] = r
+        for p in self._listing("entries"):
+            if p.name.endswith(".json"):
+                try:
+                    r = Response.model_validate_json(p.read_text())
+                except ValueError:
+                    continue  # torn write from a killed process: as if never answered
+                entries[r.fingerprint] = r
+        self._entries = entries
+        return entries
+
+    @property
+    def entries(self) -> dict[str, Response]:
+        return self._entries if self._entries is not None else self.load()
+
+    def get(self, fingerprint: str) -> Response | None:
+        return self.entries.get(fingerprint)
+
+    def __contains__(self, fingerprint: str) -> bool:
+        return fingerprint in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def put(self, response: Response) -> None:
+        if not response.journaled():
+            return
+        stored = response.model_copy(update={"cached": False})
+        _write_text(self.root / "entries" / f"{response.fingerprint}.json", stored.model_dump_json())
+        self.entries[response.fingerprint] = stored
+
+    def compact(self) -> int:
+        """Fold loose entries into one segment; returns how many were folded."""
+        loose = [p for p in self._listing("entries") if p.name.endswith(".json")]
+        lines = []
+        for p in loose:
+            try:
+                lines.append(Response.model_validate_json(p.read_text()).model_dump_json())
+            except ValueError:
+                continue
+        if not lines:
+            return 0
+        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.jsonl"
+        _write_text(self.root / "segments" / name, "\n".join(lines) + "\n")
+        for p in loose:
+            p.unlink(missing_ok=True)
+        return len(lines)
+
+    # -- small resumable state -----------------------------------------------------------------
+    def get_state(self, name: str) -> dict[str, Any] | None:
+        p = self.root / "state" / f"{name}.json"
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def put_state(self, name: str, value: dict[str, Any]) -> None:
+        _write_text(self.root / "state" / f"{name}.json", json.dumps(value, sort_keys=True))
+
+    def delete_state(self, name: str) -> None:
+        (self.root / "state" / f"{name}.json").unlink(missing_ok=True)
+
+    def states(self, prefix: str = "") -> dict[str, dict[str, Any]]:
+        return {p.name[:-5]: json.loads(p.read_text()) for p in self._listing("state")
+                if p.name.startswith(prefix) and p.name.endswith(".json")}

@@ -1,0 +1,47 @@
+"""The tokenizer that counts document text tokens (stage 2's `max_text_tokens` filter)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from viscon_dagster.settings import models_dir
+
+TOKENIZER_ENV = "VISCON_TOKENIZER"
+
+
+def default_tokenizer() -> str:
+    """`$VISCON_TOKENIZER`, else the tiny LM `viscon models tiny` builds under `.viscon/models`."""
+    return os.environ.get(TOKENIZER_ENV) or str(Path(models_dir()) / "tiny-lm")
+
+
+class TokenizerResource(dg.ConfigurableResource):
+    """A Hugging Face tokenizer by hub id (e.g. the QA model's, `openchat/openchat_3.5`) or local path."""
+
+    name_or_path: str | None = Field(None, description="tokenizer id or path; default $VISCON_TOKENIZER or the tiny LM")
+    _tokenizer = PrivateAttr(default=None)
+
+    @property
+    def resolved(self) -> str:
+        return self.name_or_path or default_tokenizer()
+
+    def load(self):
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(self.resolved)
+            except (OSError, ValueError) as e:
+                raise dg.Failure(
+                    f"cannot load tokenizer {self.resolved!r}: {e}. Build the local one with "
+                    "`viscon models tiny`, or set VISCON_TOKENIZER to a tokenizer id or path.") from e
+        return self._tokenizer
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Token counts of a batch of texts (no special tokens), in one batched call."""
+        encoded = self.load()(texts, add_special_tokens=False, return_attention_mask=False,
+                              return_token_type_ids=False)
+        return [len(ids) for ids in encoded["input_ids"]]
