@@ -1,0 +1,118 @@
+"""The one model interface every stage calls; backends differ only in `_generate`.
+
+    backend.generate(requests, journal_dir=storage.path("captions", "_journal", partition_key))
+        -> list[Response]   (same order as `requests`)
+
+The base class owns what every backend shares: fingerprints, the pay-once journal (answers already
+journaled are returned without a call, each new answer is journaled the moment it arrives),
+de-duplication of identical requests within a call, and the sync wrapper assets use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from viscon_dagster.core.models.accounting import PriceTable, summarize
+from viscon_dagster.core.models.journal import Journal
+from viscon_dagster.core.models.request import Request, Response
+
+Emit = Callable[[int, Response], Awaitable[None]]
+
+
+def run_sync(coro):
+    """Run a coroutine from sync code, also when the caller already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+class ModelBackend(dg.ConfigurableResource):
+    """Base of all backends. `model` is the id the server knows, or a checkpoint path for local ones."""
+
+    model: str = Field(description="model id (HTTP/batch) or checkpoint id/path (vLLM, transformers)")
+    price_per_mtok: dict[str, list[float]] = Field(
+        default_factory=dict, description="USD per 1M [input, output] tokens by model id, over the defaults")
+    batch_discount: float = Field(0.5, description="fraction off for batch API calls")
+    compact_journal: bool = Field(True, description="fold journal entries into one segment after a call")
+
+    _last_wall_s: float = PrivateAttr(0.0)
+
+    @property
+    def backend_name(self) -> str:
+        return type(self).__name__
+
+    @property
+    def model_id(self) -> str:
+        """The id that enters fingerprints and rows (a local path's basename is not enough: keep it all)."""
+        return self.model
+
+    # -- what subclasses implement ------------------------------------------------------------
+    async def _generate(self, requests: list[Request], fingerprints: list[str], emit: Emit,
+                        journal: Journal | None) -> None:
+        """Answer every request, calling `await emit(i, response)` as each answer arrives."""
+        raise NotImplementedError
+
+    # -- the interface ------------------------------------------------------------------------
+    async def agenerate(self, requests: Sequence[Request], journal_dir=None,
+                        on_response: Callable[[Response], None] | None = None) -> list[Response]:
+        """Answers for `requests`, in order; journaled answers are reused, new ones journaled at once."""
+        t0 = time.perf_counter()
+        journal = Journal(journal_dir) if journal_dir is not None else None
+        known = await asyncio.to_thread(journal.load) if journal else {}
+        fps = [r.fingerprint(self.model_id) for r in requests]
+        out: list[Response | None] = [None] * len(requests)
+        todo: dict[str, list[int]] = {}  # fingerprint -> positions (identical requests asked once)
+        for i, fp in enumerate(fps):
+            if fp in known:
+                out[i] = known[fp].model_copy(update={"cached": True})
+            else:
+                todo.setdefault(fp, []).append(i)
+        firsts = [idx[0] for idx in todo.values()]
+
+        async def emit(j: int, response: Response) -> None:
+            i = firsts[j]
+            if journal is not None and response.journaled():
+                await asyncio.to_thread(journal.put, response)
+            for k in todo[fps[i]]:
+                out[k] = response
+            if on_response:
+                on_response(response)
+
+        if firsts:
+            await self._generate([requests[i] for i in firsts], [fps[i] for i in firsts], emit, journal)
+        if journal is not None and self.compact_journal and firsts:
+            await asyncio.to_thread(journal.compact)
+        self._last_wall_s = time.perf_counter() - t0
+        missing = [i for i, r in enumerate(out) if r is None]
+        if missing:
+            raise RuntimeError(f"{self.backend_name} returned no response for {len(missing)} requests")
+        return out  # type: ignore[return-value]
+
+    def generate(self, requests: Sequence[Request], journal_dir=None,
+                 on_response: Callable[[Response], None] | None = None) -> list[Response]:
+        """Sync wrapper of `agenerate`, for assets."""
+        return run_sync(self.agenerate(requests, journal_dir, on_response))
+
+    def metadata(self, responses: Sequence[Response], remaining_partitions: int = 0) -> dict:
+        """Flat asset metadata (usage, failures, latency, USD, projection) of the last `generate` call."""
+        return summarize(responses, self.price_table(), wall_s=self._last_wall_s,
+                         remaining_partitions=remaining_partitions)
+
+    def price_table(self) -> PriceTable:
+        table = PriceTable(batch_discount=self.batch_discount)
+        table.prices.update({k: (float(v[0]), float(v[1])) for k, v in self.price_per_mtok.items()})
+        return table
+
+    # -- helpers for subclasses ---------------------------------------------------------------
+    def _response(self, fingerprint: str, **kw) -> Response:
+        return Response(fingerprint=fingerprint, model=self.model_id, backend=self.backend_name,
+                        created_at=time.time(), **kw)

@@ -1,0 +1,256 @@
+"""OpenAI-compatible chat completions over HTTP: OpenAI itself, `vllm serve`, or any compatible server.
+
+Bounded concurrency, requests/min and tokens/min limits (aiolimiter), retries with exponential backoff
+and jitter on 429/5xx/timeouts/connection errors that honour Retry-After (tenacity), images as base64
+data URLs, structured output through `response_format` with a fallback to JSON in the prompt, and one
+repair retry for answers that are not schema-valid JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from aiolimiter import AsyncLimiter
+from pydantic import Field, PrivateAttr
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from viscon_dagster.core.models.parsing import (detect_refusal, parse_structured, repair_messages,
+                                                with_schema_instruction)
+from viscon_dagster.core.models.request import Message, Request, Response, Usage
+from viscon_dagster.resources.models.base import ModelBackend
+
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+def error_kind(e: BaseException) -> str:
+    if isinstance(e, openai.RateLimitError):
+        return "rate_limited"
+    if isinstance(e, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(e, openai.APIConnectionError):
+        return "connection"
+    if isinstance(e, openai.APIStatusError):
+        if e.status_code >= 500:
+            return "server_error"
+        return {400: "bad_request", 401: "auth", 403: "auth", 404: "not_found"}.get(e.status_code,
+                                                                                    f"http_{e.status_code}")
+    return "bad_response"
+
+
+def retryable(e: BaseException) -> bool:
+    return isinstance(e, (openai.APITimeoutError, openai.APIConnectionError)) or (
+        isinstance(e, openai.APIStatusError) and e.status_code in RETRYABLE_STATUS)
+
+
+def retry_after_s(e: BaseException | None) -> float | None:
+    """Seconds the server asked us to wait (Retry-After-Ms, Retry-After as seconds or HTTP date)."""
+    headers = getattr(getattr(e, "response", None), "headers", None)
+    if not headers:
+        return None
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if ra is None:
+        return None
+    try:
+        return float(ra)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(ra) if ra else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+class _Wait:
+    """Retry-After when the server sends one (plus a little jitter), else full-jitter exponential."""
+
+    def __init__(self, initial: float, maximum: float, max_retry_after: float):
+        self.exp = wait_random_exponential(multiplier=initial, max=maximum)
+        self.max_retry_after = max_retry_after
+
+    def __call__(self, state) -> float:
+        ra = retry_after_s(state.outcome.exception())
+        if ra is not None:
+            return min(ra, self.max_retry_after) + random.uniform(0, 0.1 * ra + 0.01)
+        return self.exp(state)
+
+
+@dataclass
+class _Run:
+    """Per-call state: the client and limiters live on one event loop, so they are made per call."""
+
+    client: openai.AsyncOpenAI
+    sem: asyncio.Semaphore
+    rpm: AsyncLimiter | None
+    tpm: AsyncLimiter | None
+    prompt_mode: bool  # schema in the prompt instead of response_format (sticky once the server refuses it)
+
+
+class _Answer:
+    def __init__(self, text, refusal, finish_reason, usage):
+        self.text, self.refusal, self.finish_reason, self.usage = text, refusal, finish_reason, usage
+
+
+class OpenAIHTTPBackend(ModelBackend):
+    """Chat completions against an OpenAI-compatible server. Key from configuration (`dg.EnvVar`)."""
+
+    base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1; None: api.openai.com")
+    api_key: str | None = Field(None, description="set with dg.EnvVar('OPENAI_API_KEY'); never logged")
+    max_concurrency: int = Field(64, description="requests in flight")
+    requests_per_minute: float | None = Field(None, description="RPM limit (None: unlimited)")
+    tokens_per_minute: float | None = Field(None, description="TPM limit, on estimated tokens (None: unlimited)")
+    max_attempts: int = Field(6, description="HTTP attempts per call, first included")
+    backoff_initial_s: float = Field(1.0, description="exponential backoff multiplier")
+    backoff_max_s: float = Field(60.0, description="longest backoff without Retry-After")
+    max_retry_after_s: float = Field(300.0, description="longest Retry-After honoured")
+    timeout_s: float = Field(120.0, description="per HTTP attempt")
+    structured_output: str = Field(
+        "auto", description="json_schema | prompt | auto (response_format, else the prompt if the server rejects it)")
+    repair_retry: bool = Field(True, description="one more call when the answer is not schema-valid JSON")
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="extra request fields, e.g. vLLM's")
+    image_detail: str | None = Field(None, description="OpenAI image detail: auto, low or high")
+
+    _prompt_mode_learned: bool = PrivateAttr(False)
+
+    def _estimate_tokens(self, req: Request) -> int:
+        chars = sum(len(m.text()) for m in req.messages)
+        return chars // 4 + 800 * len(req.images()) + req.params.max_tokens
+
+    async def _wire_messages(self, messages: list[Message]) -> list[dict[str, Any]]:
+        out = []
+        for m in messages:
+            if isinstance(m.content, str):
+                out.append({"role": m.role, "content": m.content})
+                continue
+            parts = []
+            for p in m.content:
+                if p.type == "text":
+                    parts.append({"type": "text", "text": p.text or ""})
+                else:
+                    url = {"url": await asyncio.to_thread(p.image.data_url)}
+                    if self.image_detail:
+                        url["detail"] = self.image_detail
+                    parts.append({"type": "image_url", "image_url": url})
+            out.append({"role": m.role, "content": parts})
+        return out
+
+    async def _call(self, run: _Run, req: Request, wire: list[dict], use_rf: bool, calls: list[int]) -> _Answer:
+        p = req.params
+        kw: dict[str, Any] = dict(model=self.model, messages=wire, max_tokens=p.max_tokens,
+                                  temperature=p.temperature, top_p=p.top_p)
+        if p.seed is not None:
+            kw["seed"] = p.seed
+        if p.stop:
+            kw["stop"] = p.stop
+        if use_rf:
+            kw["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": req.schema_name, "schema": req.json_schema, "strict": True}}
+        if self.extra_body:
+            kw["extra_body"] = self.extra_body
+        est = min(self._estimate_tokens(req), int(self.tokens_per_minute or 1 << 30))
+        async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.max_attempts), retry=retry_if_exception(retryable),
+                wait=_Wait(self.backoff_initial_s, self.backoff_max_s, self.max_retry_after_s), reraise=True):
+            with attempt:
+                if run.rpm:
+                    await run.rpm.acquire()
+                if run.tpm:
+                    await run.tpm.acquire(est)
+                calls[0] += 1
+                comp = await run.client.chat.completions.create(**kw)
+        if not comp.choices:
+            raise ValueError("response without choices")
+        ch = comp.choices[0]
+        u = comp.usage
+        return _Answer(ch.message.content, getattr(ch.message, "refusal", None), ch.finish_reason,
+                       Usage(prompt_tokens=u.prompt_tokens if u else 0,
+                             completion_tokens=u.completion_tokens if u else 0))
+
+    async def _answer(self, run: _Run, req: Request, fp: str) -> Response:
+        calls = [0]
+        usage = Usage()
+        t0 = time.perf_counter()
+
+        def done(**kw) -> Response:
+            return self._response(fp, usage=usage, attempts=calls[0],
+                                  latency_s=time.perf_counter() - t0, **kw)
+
+        schema = req.json_schema
+        try:
+            msgs = req.messages
+            use_rf = schema is not None and not run.prompt_mode
+            wire = await self._wire_messages(msgs if not schema or use_rf else
+                                             with_schema_instruction(msgs, schema))
+            try:
+                ans = await self._call(run, req, wire, use_rf, calls)
+            except openai.BadRequestError:
+                if not (use_rf and self.structured_output == "auto"):
+                    raise
+                # the server does not take response_format: ask for the JSON in the prompt from now on
+                run.prompt_mode = True
+                self._prompt_mode_learned = True
+                use_rf = False
+                wire = await self._wire_messages(with_schema_instruction(msgs, schema))
+                ans = await self._call(run, req, wire, use_rf, calls)
+            usage = _add(usage, ans.usage)
+            if reason := detect_refusal(ans.text, ans.refusal, ans.finish_reason):
+                return done(status="refused", text=ans.text, error_kind="refusal", error=reason,
+                            finish_reason=ans.finish_reason)
+            if schema is None:
+                return done(status="ok", text=ans.text, finish_reason=ans.finish_reason)
+            parsed, why = parse_structured(ans.text, schema)
+            if why and self.repair_retry:
+                fixed = repair_messages(msgs if use_rf else with_schema_instruction(msgs, schema), ans.text, why,
+                                        schema)
+                ans2 = await self._call(run, req, await self._wire_messages(fixed), use_rf, calls)
+                usage = _add(usage, ans2.usage)
+                if reason := detect_refusal(ans2.text, ans2.refusal, ans2.finish_reason):
+                    return done(status="refused", text=ans2.text, error_kind="refusal", error=reason,
+                                finish_reason=ans2.finish_reason)
+                parsed, why2 = parse_structured(ans2.text, schema)
+                if why2 is None:
+                    return done(status="ok", text=ans2.text, parsed=parsed, finish_reason=ans2.finish_reason)
+                ans, why = ans2, why2
+            if why:
+                return done(status="unparsable", text=ans.text, error_kind="unparsable", error=why,
+                            finish_reason=ans.finish_reason)
+            return done(status="ok", text=ans.text, parsed=parsed, finish_reason=ans.finish_reason)
+        except (openai.OpenAIError, ValueError, OSError) as e:
+            return done(status="error", error_kind=error_kind(e), error=f"{type(e).__name__}: {e}"[:500])
+
+    async def _generate(self, requests, fingerprints, emit, journal) -> None:
+        n = self.max_concurrency
+        import httpx2
+
+        http = openai.DefaultAsyncHttpxClient(
+            limits=httpx2.Limits(max_connections=n, max_keepalive_connections=n))
+        client = openai.AsyncOpenAI(
+            base_url=self.base_url, max_retries=0, timeout=self.timeout_s, http_client=http,
+            api_key=self.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY")
+        run = _Run(client=client, sem=asyncio.Semaphore(n),
+                   rpm=AsyncLimiter(self.requests_per_minute, 60) if self.requests_per_minute else None,
+                   tpm=AsyncLimiter(self.tokens_per_minute, 60) if self.tokens_per_minute else None,
+                   prompt_mode=self.structured_output == "prompt" or self._prompt_mode_learned)
+
+        async def one(j: int) -> None:
+            async with run.sem:
+                resp = await self._answer(run, requests[j], fingerprints[j])
+            await emit(j, resp)
+
+        try:
+            await asyncio.gather(*(one(j) for j in range(len(requests))))
+        finally:
+            await client.close()
+
+
+def _add(a: Usage, b: Usage) -> Usage:
+    return Usage(prompt_tokens=a.prompt_tokens + b.prompt_tokens,
+                 completion_tokens=a.completion_tokens + b.completion_tokens)
