@@ -1,0 +1,71 @@
+"""Shared fixtures: an isolated working folder, the locally built tokenizer, the sample corpus and a
+real S3 protocol server (moto's ThreadedMotoServer) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from viscon_dagster.core.sample_data import SampleSpec, write_sample
+from viscon_dagster.core.tiny_tokenizer import save_pretrained_tokenizer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Each test gets its own .viscon folder and Dagster home; no test sees the developer's."""
+    monkeypatch.setenv("VISCON_HOME", str(tmp_path / "viscon_home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    for var in ("VISCON_STORAGE_ROOT", "VISCON_TOKENIZER", "VISCON_SHARD_SOURCE", "VISCON_S3_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tiny-lm"
+    save_pretrained_tokenizer(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    """A small sample: 2 shards of 24 good documents plus the bad rows and image traps."""
+    out = tmp_path_factory.mktemp("sample")
+    write_sample(out, SampleSpec(shards=2, docs_per_shard=24, seed=7))
+    return out
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-protocol server on loopback; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch):
+    """A fresh bucket on the loopback S3 server; credentials are dummies moto accepts."""
+    import uuid
+
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    name = f"viscon-{uuid.uuid4().hex[:10]}"
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    client.create_bucket(Bucket=name)
+    return name, client
