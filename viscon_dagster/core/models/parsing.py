@@ -23,11 +23,12 @@ def extract_json(text: str) -> Any:
     if text is None:
         raise ValueError("no text")
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
-    dec = json.JSONDecoder()
+    # strict=False: raw control characters inside strings (common in model output) are accepted
+    dec = json.JSONDecoder(strict=False)
     for cand in candidates:
         s = cand.strip()
         try:
-            return json.loads(s)
+            return dec.decode(s)
         except ValueError:
             pass
         for i, ch in enumerate(s):

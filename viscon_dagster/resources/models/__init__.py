@@ -2,5 +2,6 @@
 
 from viscon_dagster.resources.models.base import ModelBackend
 from viscon_dagster.resources.models.openai_http import OpenAIHTTPBackend
+from viscon_dagster.resources.models.transformers_local import TransformersLocalBackend
 
-__all__ = ["ModelBackend", "OpenAIHTTPBackend"]
+__all__ = ["ModelBackend", "OpenAIHTTPBackend", "TransformersLocalBackend"]

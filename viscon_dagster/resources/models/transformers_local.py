@@ -1,0 +1,184 @@
+"""A local checkpoint through transformers: a VLM (`AutoModelForImageTextToText`) or a text LM
+(`AutoModelForCausalLM`), on CPU or CUDA, batched `generate`, and JSON-schema-constrained decoding
+with xgrammar's logits processor, so that even a tiny random-weight model answers schema-valid JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+from pydantic import Field, PrivateAttr
+
+from viscon_dagster.core.models.parsing import detect_refusal, parse_structured
+from viscon_dagster.core.models.request import Request, Response, Usage
+from viscon_dagster.resources.models.base import ModelBackend
+
+
+def bounded_schema(schema: Any, max_string: int | None, max_items: int | None) -> Any:
+    """`schema` with maxLength/maxItems added where absent, so a model that never closes a string or
+    an array (random weights) still ends inside the token budget. Validation uses the original schema."""
+    if isinstance(schema, list):
+        return [bounded_schema(s, max_string, max_items) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: bounded_schema(v, max_string, max_items) for k, v in schema.items()}
+    types = out.get("type") if isinstance(out.get("type"), list) else [out.get("type")]
+    if max_string and "string" in types and "enum" not in out and "maxLength" not in out:
+        out["maxLength"] = max(max_string, out.get("minLength", 0))
+    if max_items and "array" in types and "maxItems" not in out:
+        out["maxItems"] = max(max_items, out.get("minItems", 0))
+    return out
+
+
+class _Loaded:
+    def __init__(self, model, processor, tokenizer, is_vlm, device, vocab_size):
+        self.model, self.processor, self.tokenizer = model, processor, tokenizer
+        self.is_vlm, self.device, self.vocab_size = is_vlm, device, vocab_size
+        self.grammars: dict[str, Any] = {}
+        self.compiler = None
+
+
+class TransformersLocalBackend(ModelBackend):
+    """Generate with a local checkpoint (`model`: a path, or a hub id already in the local cache)."""
+
+    device: str = Field("auto", description="cpu, cuda, cuda:N or auto")
+    dtype: str = Field("auto", description="auto, float32, bfloat16 or float16")
+    batch_size: int = Field(8, description="prompts per generate call")
+    local_files_only: bool = Field(True, description="never reach a model hub")
+    json_max_string_length: int | None = Field(
+        None, description="cap on JSON strings during constrained decoding (tiny/random models)")
+    json_max_array_items: int | None = Field(None, description="cap on JSON arrays during constrained decoding")
+
+    _loaded: Any = PrivateAttr(None)
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)
+
+    def _load(self) -> _Loaded:
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = self._load_now()
+            return self._loaded
+
+    def _load_now(self) -> _Loaded:
+        import torch
+        from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor,
+                                  AutoTokenizer)
+
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
+                 "float16": torch.float16}[self.dtype]
+        kw = dict(local_files_only=self.local_files_only)
+        config = AutoConfig.from_pretrained(self.model, **kw)
+        is_vlm = getattr(config, "vision_config", None) is not None
+        if is_vlm:
+            processor = AutoProcessor.from_pretrained(self.model, **kw)
+            tokenizer = processor.tokenizer
+            model = AutoModelForImageTextToText.from_pretrained(self.model, dtype=dtype, **kw)
+        else:
+            processor = None
+            tokenizer = AutoTokenizer.from_pretrained(self.model, **kw)
+            model = AutoModelForCausalLM.from_pretrained(self.model, dtype=dtype, **kw)
+        tokenizer.padding_side = "left"  # decoder-only batched generation continues from the right edge
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        model.to(device).eval()
+        return _Loaded(model, processor, tokenizer, is_vlm, device, text_config.vocab_size)
+
+    def _grammar(self, st: _Loaded, schema: dict) -> Any:
+        import xgrammar as xgr
+
+        key = json.dumps(schema, sort_keys=True)
+        if key not in st.grammars:
+            if st.compiler is None:
+                info = xgr.TokenizerInfo.from_huggingface(st.tokenizer, vocab_size=st.vocab_size,
+                                                          stop_token_ids=[st.tokenizer.eos_token_id])
+                st.compiler = xgr.GrammarCompiler(info)
+            bounded = bounded_schema(schema, self.json_max_string_length, self.json_max_array_items)
+            st.grammars[key] = st.compiler.compile_json_schema(bounded, any_whitespace=False)
+        return st.grammars[key]
+
+    def _chat(self, st: _Loaded, req: Request) -> list[dict]:
+        msgs = []
+        for m in req.messages:
+            if st.is_vlm:
+                content = [{"type": "text", "text": p.text or ""} if p.type == "text" else {"type": "image"}
+                           for p in m.parts()]
+            else:
+                if m.images():
+                    raise ValueError(f"{self.model} is a text-only model; the request has images")
+                content = m.text()
+            msgs.append({"role": m.role, "content": content})
+        return msgs
+
+    def _run_batch(self, reqs: list[Request], fps: list[str]) -> list[Response]:
+        import time
+
+        import torch
+
+        st = self._load()
+        t0 = time.perf_counter()
+        chat = st.processor if st.is_vlm else st.tokenizer
+        prompts = [chat.apply_chat_template(self._chat(st, r), add_generation_prompt=True, tokenize=False)
+                   for r in reqs]
+        if st.is_vlm:
+            images = [[i.pil() for i in r.images()] for r in reqs]
+            inputs = st.processor(text=prompts, images=images if any(images) else None, return_tensors="pt",
+                                  padding=True)
+        else:
+            inputs = st.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        inputs = inputs.to(st.device)
+        p = reqs[0].params  # batches are grouped by params and schema
+        gen: dict[str, Any] = dict(max_new_tokens=p.max_tokens, pad_token_id=st.tokenizer.pad_token_id,
+                                   eos_token_id=st.tokenizer.eos_token_id)
+        if p.temperature > 0:
+            gen.update(do_sample=True, temperature=p.temperature, top_p=p.top_p)
+        else:
+            gen.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if p.seed is not None:
+            torch.manual_seed(p.seed)
+        if reqs[0].json_schema is not None:
+            from xgrammar.contrib.hf import LogitsProcessor
+
+            gen["logits_processor"] = [LogitsProcessor(self._grammar(st, reqs[0].json_schema))]
+        with torch.inference_mode():
+            out = st.model.generate(**inputs, **gen)
+        new = out[:, inputs["input_ids"].shape[1]:]
+        latency = (time.perf_counter() - t0) / len(reqs)
+        responses = []
+        for i, (r, fp) in enumerate(zip(reqs, fps)):
+            ids = [t for t in new[i].tolist() if t != st.tokenizer.pad_token_id]
+            ended = bool(ids) and ids[-1] == st.tokenizer.eos_token_id
+            text = st.tokenizer.decode(ids, skip_special_tokens=True)
+            usage = Usage(prompt_tokens=int(inputs["attention_mask"][i].sum()), completion_tokens=len(ids))
+            kw = dict(text=text, usage=usage, latency_s=latency, finish_reason="stop" if ended else "length")
+            if reason := detect_refusal(text):
+                responses.append(self._response(fp, status="refused", error_kind="refusal", error=reason, **kw))
+            elif r.json_schema is None:
+                responses.append(self._response(fp, status="ok", **kw))
+            else:
+                parsed, why = parse_structured(text, r.json_schema)
+                responses.append(self._response(fp, status="unparsable" if why else "ok", parsed=parsed,
+                                                error_kind="unparsable" if why else None, error=why, **kw))
+        return responses
+
+    async def _generate(self, requests, fingerprints, emit, journal) -> None:
+        groups: dict[str, list[int]] = {}
+        for j, r in enumerate(requests):
+            key = json.dumps([r.json_schema, r.params.model_dump()], sort_keys=True)
+            groups.setdefault(key, []).append(j)
+        for idx in groups.values():
+            for k in range(0, len(idx), self.batch_size):
+                chunk = idx[k:k + self.batch_size]
+                try:
+                    out = await asyncio.to_thread(self._run_batch, [requests[j] for j in chunk],
+                                                  [fingerprints[j] for j in chunk])
+                except ValueError as e:  # a request this model cannot take: a row, not a crash
+                    out = [self._response(fingerprints[j], status="error", error_kind="bad_request", error=str(e))
+                           for j in chunk]
+                for j, resp in zip(chunk, out):
+                    await emit(j, resp)
