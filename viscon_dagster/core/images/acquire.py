@@ -1,0 +1,302 @@
+"""Image acquisition for one shard: the entry point the `images` asset calls.
+
+    fetch_images(
+        requests: Iterable[ImageRequest],            # (doc_id, page_url, position, image_url, alt_text)
+        store: UPath,                                # storage root (file:// or s3://)
+        settings: ImageSettings = ImageSettings(),
+        seen_url_counts: Mapping[str, int] | None = None,  # url -> doc count from earlier shards
+        *,
+        shard: str = "default",                      # names the resume journal
+    ) -> ImageResult
+
+`afetch_images` is the same coroutine for callers that already run an event loop.
+
+Writes `images/<sha256[:2]>/<sha256>.jpg` (sha256 of the original bytes) and the resume journal
+`journal/images/<shard>/part-*.parquet` under `store`. `ImageResult.table` has one row per request,
+in request order (columns: `RESULT_SCHEMA`); `ImageResult.url_doc_counts` is this shard's
+url -> document count, for `save_url_doc_counts(store, shard, ...)`.
+
+Raises `ImageStorageError` (the only failure of a shard) when the store cannot be written; every
+other problem is a row status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+from upath import UPath
+
+from . import statuses as st
+from .dedup import find_duplicates, url_doc_counts
+from .fetch import HttpFetcher, read_local_file, read_s3_object
+from .journal import OUTCOME_SCHEMA, Journal
+from .normalise import NormaliseParams, normalise
+from .safety import Refused
+from .settings import ImageSettings
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    doc_id: str
+    page_url: str
+    position: int  # index of the image in the document's interleaved sequence
+    image_url: str
+    alt_text: str | None = None
+
+
+RESULT_SCHEMA = pa.schema([
+    ("doc_id", pa.string()),
+    ("position", pa.int32()),
+    ("page_url", pa.string()),
+    ("alt_text", pa.string()),
+    ("image_url", pa.string()),
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("http_status", pa.int32()),
+    ("final_url", pa.string()),  # after redirects
+    ("sha256", pa.string()),  # of the original bytes
+    ("phash", pa.string()),  # imagehash.phash of the normalised image, 16 hex digits
+    ("width", pa.int32()),  # after normalising
+    ("height", pa.int32()),
+    ("original_width", pa.int32()),  # as displayed (EXIF orientation applied)
+    ("original_height", pa.int32()),
+    ("original_format", pa.string()),
+    ("bytes_in", pa.int64()),
+    ("bytes_out", pa.int64()),
+    ("path", pa.string()),  # normalised JPEG, relative to the store
+    ("duplicate_of", pa.string()),  # sha256 of the kept image, for status duplicate
+    ("url_doc_count", pa.int32()),  # documents using this URL, earlier shards and this one
+    ("from_journal", pa.bool_()),  # outcome reused from an earlier run
+])
+
+
+MAX_ERROR_CHARS = 300
+
+
+class ImageStorageError(RuntimeError):
+    """The store could not be written: a systemic fault that fails the shard."""
+
+
+@dataclass
+class ImageResult:
+    table: pa.Table
+    url_doc_counts: dict[str, int]  # this shard's url -> number of documents
+    status_counts: dict[str, int]  # over rows (requests)
+    bytes_in: int  # downloaded in this run
+    bytes_out: int  # stored in this run
+    elapsed_s: float
+    images_per_s: float  # images fetched and normalised in this run, per second
+    urls_fetched: int  # URLs processed in this run
+    urls_resumed: int  # URLs whose outcome came from the journal
+    requests_made: int  # HTTP requests in this run (retries, redirects and robots.txt included)
+    unreadable_journal_parts: list[str] = field(default_factory=list)
+
+    @property
+    def success_rate(self) -> float:
+        """Share of rows with an image (`ok` or `duplicate`); 1.0 for an empty shard."""
+        n = self.table.num_rows
+        return (self.status_counts.get(st.OK, 0) + self.status_counts.get(st.DUPLICATE, 0)) / n if n else 1.0
+
+    def metadata(self) -> dict[str, Any]:
+        """Plain values for asset metadata."""
+        return {
+            "rows": self.table.num_rows,
+            "kept_images": self.status_counts.get(st.OK, 0),
+            "success_rate": round(self.success_rate, 4),
+            "status_counts": dict(sorted(self.status_counts.items())),
+            "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+            "elapsed_s": round(self.elapsed_s, 2), "images_per_s": round(self.images_per_s, 2),
+            "urls_fetched": self.urls_fetched, "urls_resumed": self.urls_resumed,
+            "requests_made": self.requests_made,
+        }
+
+
+def image_path(sha256: str) -> str:
+    return f"images/{sha256[:2]}/{sha256}.jpg"
+
+
+def interleave_by_host(urls: Iterable[str]) -> list[str]:
+    """Round-robin over hosts, so that one host's many images do not hold every slot."""
+    by_host: dict[str, list[str]] = defaultdict(list)
+    for url in urls:
+        by_host[urlsplit(url).netloc].append(url)
+    return [u for group in itertools.zip_longest(*by_host.values()) for u in group if u is not None]
+
+
+def _outcome(url: str, **values: Any) -> dict[str, Any]:
+    row = dict.fromkeys(OUTCOME_SCHEMA.names)
+    row.update(image_url=url, bytes_in=0)
+    row.update(values)
+    if row["error"] and len(row["error"]) > MAX_ERROR_CHARS:  # e.g. aiohttp quoting a whole bad response
+        row["error"] = row["error"][:MAX_ERROR_CHARS] + "…"
+    return row
+
+
+class _Run:
+    """State of one shard's acquisition run."""
+
+    def __init__(self, store: UPath, settings: ImageSettings, journal: Journal):
+        self.store, self.s, self.journal = store, settings, journal
+        self.params = NormaliseParams(settings.min_side, settings.max_aspect_ratio, settings.max_side,
+                                      settings.jpeg_quality, settings.max_pixels, settings.allowed_formats)
+        self.cpu: Executor = (ProcessPoolExecutor if settings.cpu_pool == "process" else ThreadPoolExecutor)(
+            settings.cpu_workers)
+        self.io = ThreadPoolExecutor(settings.io_workers, thread_name_prefix="images-io")
+        self.inflight = asyncio.Semaphore(settings.concurrency * 2)  # bounds bodies held in memory
+        self.written: set[str] = set()
+        self.local_dirs: set[str] = set()
+        self.pending: list[dict[str, Any]] = []
+        self.last_flush = time.monotonic()
+        self.flush_lock = asyncio.Lock()
+        self.outcomes: dict[str, dict[str, Any]] = {}
+        self.fetcher = HttpFetcher(settings)
+
+    async def _in(self, pool: Executor, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    async def _acquire(self, url: str) -> tuple[bytes, int | None, str]:
+        scheme = urlsplit(url).scheme.lower() if url else ""
+        if scheme in ("http", "https"):
+            body = await self.fetcher.fetch(url, max_bytes=self.s.max_bytes)
+            return body.data, body.http_status, body.final_url
+        if scheme == "file":
+            return await self._in(self.io, read_local_file, url, self.s), None, url
+        if scheme in ("s3", "s3a"):
+            return await self._in(self.io, read_s3_object, url, self.s), None, url
+        if not scheme:
+            raise Refused(st.INVALID_URL, f"not an absolute URL: {url!r}")
+        raise Refused(st.BLOCKED_SCHEME, f"scheme {scheme}: is not fetched")
+
+    def _write(self, rel: str, data: bytes) -> None:
+        path = self.store / rel
+        try:
+            if self.store.protocol in ("", "file", "local") and rel.rsplit("/", 1)[0] not in self.local_dirs:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.local_dirs.add(rel.rsplit("/", 1)[0])
+            path.write_bytes(data)
+        except Exception as e:
+            raise ImageStorageError(f"cannot write images to the store at {path}: {type(e).__name__}: {e}. "
+                                    "The shard stops here; a rerun resumes from the journal.") from e
+
+    async def process(self, url: str) -> None:
+        async with self.inflight:
+            try:
+                data, http_status, final_url = await self._acquire(url)
+            except Refused as e:
+                row = _outcome(url, status=e.status, error=str(e), http_status=e.http_status, bytes_in=e.bytes_in)
+            except Exception as e:  # noqa: BLE001 - one odd URL must not fail the shard; the row says what
+                row = _outcome(url, status=st.UNEXPECTED_ERROR, error=f"{type(e).__name__}: {e}")
+            else:
+                n = await self._in(self.cpu, normalise, data, self.params)
+                row = _outcome(url, status=n.status, error=n.error, http_status=http_status, final_url=final_url,
+                               sha256=n.sha256, phash=n.phash, width=n.width, height=n.height,
+                               original_width=n.original_width, original_height=n.original_height,
+                               original_format=n.original_format, bytes_in=len(data))
+                if n.jpeg is not None:
+                    rel = image_path(n.sha256)
+                    if n.sha256 not in self.written:
+                        self.written.add(n.sha256)
+                        await self._in(self.io, self._write, rel, n.jpeg)
+                    row.update(path=rel, bytes_out=len(n.jpeg))
+        self.outcomes[url] = row
+        self.pending.append(row)
+        if len(self.pending) >= self.s.journal_flush_rows or time.monotonic() - self.last_flush >= self.s.journal_flush_s:
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self.flush_lock:
+            rows, self.pending = self.pending, []
+            self.last_flush = time.monotonic()
+            try:
+                await self._in(self.io, self.journal.append, rows)
+            except Exception as e:
+                raise ImageStorageError(f"cannot write the image journal under {self.journal.folder}: "
+                                        f"{type(e).__name__}: {e}") from e
+
+    async def run(self, urls: list[str]) -> None:
+        try:
+            async with self.fetcher:
+                async with asyncio.TaskGroup() as tg:
+                    for url in interleave_by_host(urls):
+                        tg.create_task(self.process(url))
+        except* ImageStorageError as group:
+            raise group.exceptions[0] from None
+        finally:
+            try:
+                await self.flush()  # keep what is done, also when cancelled
+            finally:
+                self.cpu.shutdown(cancel_futures=True)
+                self.io.shutdown(wait=True)
+
+
+async def afetch_images(requests: Iterable[ImageRequest], store: UPath, settings: ImageSettings | None = None,
+                        seen_url_counts: Mapping[str, int] | None = None, *, shard: str = "default") -> ImageResult:
+    """Coroutine form of `fetch_images`."""
+    s = settings or ImageSettings()
+    started = time.perf_counter()
+    reqs = list(requests)
+    shard_counts = url_doc_counts((r.doc_id, r.image_url) for r in reqs)
+    seen = seen_url_counts or {}
+    doc_count = {u: c + seen.get(u, 0) for u, c in shard_counts.items()}
+    frequent = {u for u, c in doc_count.items() if c > s.frequent_url_docs} if s.drop_frequent_urls else set()
+
+    journal = Journal(store, shard, s.normalise_fingerprint())
+    done = await asyncio.to_thread(journal.load)
+    todo = [u for u in dict.fromkeys(r.image_url for r in reqs) if u not in frequent and u not in done]
+    run = _Run(store, s, journal)
+    await run.run(todo)
+    fetched = run.outcomes
+
+    rows = []
+    for r in reqs:
+        if r.image_url in frequent:
+            base = _outcome(r.image_url, status=st.FREQUENT_URL, error=(
+                f"used by {doc_count[r.image_url]} documents so far (> {s.frequent_url_docs})"))
+        else:
+            base = fetched.get(r.image_url) or done[r.image_url]
+        row = {k: v for k, v in base.items() if k != "fingerprint"}
+        row.update(doc_id=r.doc_id, position=r.position, page_url=r.page_url, alt_text=r.alt_text,
+                   duplicate_of=None, url_doc_count=doc_count[r.image_url],
+                   from_journal=r.image_url in done and r.image_url not in frequent)
+        rows.append(row)
+    dups = find_duplicates([(row["sha256"], row["phash"]) if row["status"] == st.OK else None for row in rows],
+                           s.near_duplicate_distance)
+    for row, kept in zip(rows, dups, strict=True):
+        if kept is not None:
+            how = "same bytes as" if kept == row["sha256"] else "perceptually near"
+            row.update(status=st.DUPLICATE, duplicate_of=kept, error=f"{how} kept image {kept}")
+
+    elapsed = time.perf_counter() - started
+    normalised = sum(1 for o in fetched.values() if o["status"] == st.OK)
+    return ImageResult(
+        table=pa.Table.from_pylist(rows, schema=RESULT_SCHEMA),
+        url_doc_counts=shard_counts,
+        status_counts=dict(Counter(row["status"] for row in rows)),
+        bytes_in=sum(o["bytes_in"] or 0 for o in fetched.values()),
+        bytes_out=sum(o["bytes_out"] or 0 for o in fetched.values()),
+        elapsed_s=elapsed,
+        images_per_s=normalised / elapsed if elapsed > 0 else 0.0,
+        urls_fetched=len(fetched),
+        urls_resumed=sum(1 for u in dict.fromkeys(r.image_url for r in reqs) if u in done and u not in frequent),
+        requests_made=run.fetcher.requests_made,
+        unreadable_journal_parts=journal.unreadable_parts,
+    )
+
+
+def fetch_images(requests: Iterable[ImageRequest], store: UPath, settings: ImageSettings | None = None,
+                 seen_url_counts: Mapping[str, int] | None = None, *, shard: str = "default") -> ImageResult:
+    """Fetch, normalise, store and de-duplicate the images of one shard (see the module docstring)."""
+    return asyncio.run(afetch_images(requests, store, settings, seen_url_counts, shard=shard))
+
+
+__all__ = ["ImageRequest", "ImageResult", "ImageStorageError", "RESULT_SCHEMA", "afetch_images", "fetch_images",
+           "image_path", "interleave_by_host", "asdict"]
