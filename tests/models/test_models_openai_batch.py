@@ -1,0 +1,80 @@
+"""The Batch API backend against the loopback double's fake files/batches endpoints (a fault-injection
+double: it fails or expires items on demand), through the real `openai` client."""
+
+import json
+
+from viscon_dagster.core.models.journal import Journal
+from viscon_dagster.core.models.request import Request
+from viscon_dagster.resources.models import OpenAIBatchBackend
+
+SCHEMA = {"type": "object", "properties": {"caption": {"type": "string"}}, "required": ["caption"],
+          "additionalProperties": False}
+
+
+def backend(double, **kw):
+    return OpenAIBatchBackend(**{"model": "gpt-4o", "base_url": double.base_url, "api_key": "sk-test",
+                                 "poll_interval_s": 0.02, **kw})
+
+
+def input_lines(double):
+    return [json.loads(line) for f in double.files.values() if f["purpose"] == "batch"
+            for line in f["_data"].decode().splitlines()]
+
+
+def test_batches_split_by_count_and_collect(double, storage_root, image_ref):
+    b = backend(double, max_requests_per_batch=4)
+    reqs = [Request.user(f"caption {i}", [image_ref], json_schema=SCHEMA) for i in range(10)]
+    out = b.generate(reqs, journal_dir=storage_root / "j")
+    assert [r.status for r in out] == ["ok"] * 10 and all(r.batch for r in out)
+    assert out[0].parsed == {"caption": "ok "}
+    assert double.batch_creates == 3 and double.calls == 0  # 4 + 4 + 2, nothing through the chat endpoint
+    lines = input_lines(double)
+    assert lines[0]["body"]["response_format"]["json_schema"]["schema"] == SCHEMA
+    assert lines[0]["body"]["messages"][0]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert Journal(storage_root / "j").states("batch-") == {}  # collected: nothing left to resume
+    md = b.metadata(out)
+    assert md["model_usd_partition"] > 0 and md["model_ok"] == 10
+
+
+def test_byte_limit_splits_files(double):
+    b = backend(double, max_batch_bytes=600)
+    b.generate([Request.user(f"x{i} " + "y" * 200) for i in range(4)])
+    assert double.batch_creates >= 2
+    assert all(f["bytes"] <= 600 for f in double.files.values() if f["purpose"] == "batch")
+
+
+def test_only_failed_or_expired_items_are_resubmitted(double, storage_root):
+    b = backend(double)
+    reqs = [Request.user("a"), Request.user("b [[batchfail]]"), Request.user("c [[expire]]"), Request.user("d")]
+    out = b.generate(reqs, journal_dir=storage_root / "j")
+    assert [r.status for r in out] == ["ok"] * 4
+    assert double.batch_creates == 2
+    second_round = [f for f in double.files.values() if f["purpose"] == "batch"][1]
+    ids = {json.loads(line)["custom_id"] for line in second_round["_data"].decode().splitlines()}
+    assert ids == {out[1].fingerprint, out[2].fingerprint}
+
+
+def test_gives_up_after_max_resubmits_with_error_rows(double):
+    out = backend(double, max_resubmits=1).generate([Request.user("z [[batchfailx5]]"), Request.user("fine")])
+    assert out[0].status == "error" and out[0].error_kind == "batch_failed" and out[1].status == "ok"
+    assert double.batch_creates == 2
+
+
+def test_a_later_run_collects_the_journaled_batch_instead_of_resubmitting(double, storage_root):
+    double.batch_polls_to_complete = 10**9  # never finishes during the first run
+    reqs = [Request.user(f"slow {i}") for i in range(3)]
+    first = backend(double, max_wait_s=0.1).generate(reqs, journal_dir=storage_root / "j")
+    assert [r.error_kind for r in first] == ["batch_pending"] * 3
+    assert len(Journal(storage_root / "j").states("batch-")) == 1
+    double.batch_polls_to_complete = 0
+    second = backend(double).generate(reqs, journal_dir=storage_root / "j")
+    assert [r.status for r in second] == ["ok"] * 3
+    assert double.batch_creates == 1  # collected, not resubmitted
+    third = backend(double).generate(reqs, journal_dir=storage_root / "j")
+    assert all(r.cached for r in third) and double.batch_creates == 1
+
+
+def test_refusals_and_unparsable_in_batches(double):
+    out = backend(double).generate([Request.user("r [[refuse]]", json_schema=SCHEMA),
+                                    Request.user("u [[badjson]]", json_schema=SCHEMA)])
+    assert [r.status for r in out] == ["refused", "unparsable"]

@@ -1,0 +1,178 @@
+"""The OpenAI Batch API: half price, answers within the completion window.
+
+Requests become JSONL files within the API's limits (requests and bytes per file), are uploaded,
+submitted as batches, polled and collected. Each batch id is journaled the moment it is created, so a
+later run (after a crash, or after `max_wait_s` ran out) collects those batches instead of paying
+again. Only the items that failed or expired are resubmitted, at most `max_resubmits` times; what is
+still unanswered then becomes an error row (not journaled: the next run tries again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import openai
+from pydantic import Field
+
+from viscon_dagster.core.models.parsing import detect_refusal, parse_structured
+from viscon_dagster.core.models.request import Request, Response, Usage
+from viscon_dagster.resources.models.openai_http import OpenAIHTTPBackend, error_kind
+
+TERMINAL = {"completed", "failed", "expired", "cancelled"}
+STATE_PREFIX = "batch-"
+
+
+class OpenAIBatchBackend(OpenAIHTTPBackend):
+    """Same settings as the HTTP backend (base_url, api_key, model, structured output), plus batching."""
+
+    completion_window: str = Field("24h", description="the Batch API's completion window")
+    max_requests_per_batch: int = Field(50_000, description="API limit: requests per batch file")
+    max_batch_bytes: int = Field(190 * 1024 * 1024, description="API limit is 200 MB per file; keep a margin")
+    poll_interval_s: float = Field(30.0, description="seconds between status polls")
+    max_wait_s: float | None = Field(None, description="stop waiting after this long; a rerun collects")
+    max_resubmits: int = Field(2, description="rounds of resubmitting failed or expired items")
+
+    def _line(self, fp: str, req: Request, wire: list[dict]) -> dict:
+        p = req.params
+        body: dict[str, Any] = {"model": self.model, "messages": wire, "max_tokens": p.max_tokens,
+                                "temperature": p.temperature, "top_p": p.top_p}
+        if p.seed is not None:
+            body["seed"] = p.seed
+        if p.stop:
+            body["stop"] = p.stop
+        if req.json_schema is not None:
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": req.schema_name, "schema": req.json_schema, "strict": True}}
+        return {"custom_id": fp, "method": "POST", "url": "/v1/chat/completions", "body": {**body, **self.extra_body}}
+
+    def _chunks(self, lines: list[bytes]) -> list[list[bytes]]:
+        chunks, cur, size = [], [], 0
+        for line in lines:
+            if cur and (len(cur) >= self.max_requests_per_batch or size + len(line) > self.max_batch_bytes):
+                chunks.append(cur)
+                cur, size = [], 0
+            cur.append(line)
+            size += len(line)
+        return chunks + ([cur] if cur else [])
+
+    def _interpret(self, fp: str, req: Request | None, body: dict, latency: float) -> Response:
+        ch = (body.get("choices") or [{}])[0]
+        msg = ch.get("message") or {}
+        u = body.get("usage") or {}
+        usage = Usage(prompt_tokens=u.get("prompt_tokens", 0), completion_tokens=u.get("completion_tokens", 0))
+        text, finish = msg.get("content"), ch.get("finish_reason")
+        kw = dict(text=text, usage=usage, finish_reason=finish, latency_s=latency, batch=True)
+        if reason := detect_refusal(text, msg.get("refusal"), finish):
+            return self._response(fp, status="refused", error_kind="refusal", error=reason, **kw)
+        schema = req.json_schema if req is not None else None
+        if schema is None:
+            return self._response(fp, status="ok", **kw)
+        parsed, why = parse_structured(text, schema)
+        if why:
+            return self._response(fp, status="unparsable", error_kind="unparsable", error=why, **kw)
+        return self._response(fp, status="ok", parsed=parsed, **kw)
+
+    async def _submit(self, client, journal, pending: dict[str, Request], round_: int) -> dict[str, dict]:
+        """Submit `pending` in as many batches as the limits need; {batch id: its state}."""
+        lines = []
+        for fp, req in pending.items():
+            wire = await self._wire_messages(req.messages)
+            lines.append(json.dumps(self._line(fp, req, wire), separators=(",", ":")).encode() + b"\n")
+        ids = {}
+        for chunk in self._chunks(lines):
+            f = await client.files.create(file=("requests.jsonl", b"".join(chunk)), purpose="batch")
+            batch = await client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                                completion_window=self.completion_window)
+            fps = [json.loads(line)["custom_id"] for line in chunk]
+            state = {"batch_id": batch.id, "input_file_id": f.id, "fingerprints": fps, "round": round_,
+                     "model": self.model, "submitted_at": time.time()}
+            if journal is not None:  # before anything else can fail: a rerun must find this batch
+                await asyncio.to_thread(journal.put_state, f"{STATE_PREFIX}{batch.id}", state)
+            ids[batch.id] = state
+        return ids
+
+    async def _collect(self, client, batch) -> tuple[dict[str, dict], set[str]]:
+        """(custom_id -> response body for answered items, custom_ids that failed)."""
+        answered, failed = {}, set()
+        for fid, is_err in ((batch.output_file_id, False), (batch.error_file_id, True)):
+            if not fid:
+                continue
+            content = await client.files.content(fid)
+            for line in content.text.splitlines():
+                if not line.strip():
+                    continue
+                rec = json.loads(line)
+                resp = rec.get("response") or {}
+                if not is_err and resp.get("status_code") == 200:
+                    answered[rec["custom_id"]] = resp.get("body") or {}
+                else:
+                    failed.add(rec["custom_id"])
+        return answered, failed
+
+    async def _generate(self, requests, fingerprints, emit, journal) -> None:
+        by_fp = {fp: (j, req) for j, (fp, req) in enumerate(zip(fingerprints, requests))}
+        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or "EMPTY", max_retries=5,
+                                    timeout=self.timeout_s)
+        done: set[str] = set()
+
+        async def deliver(fp: str, resp: Response) -> None:
+            done.add(fp)
+            if fp in by_fp:
+                await emit(by_fp[fp][0], resp)
+            elif journal is not None:  # a journaled batch answered a request this call did not ask: keep it
+                await asyncio.to_thread(journal.put, resp)
+
+        try:
+            # batches a previous run submitted: collect, never resubmit
+            states = await asyncio.to_thread(journal.states, STATE_PREFIX) if journal is not None else {}
+            active = {s["batch_id"]: s for s in states.values() if s.get("model") == self.model}
+            in_batches = {fp for s in active.values() for fp in s["fingerprints"]}
+            pending = {fp: req for fp, (_, req) in by_fp.items() if fp not in in_batches}
+            round_ = 0
+            if pending:
+                active.update(await self._submit(client, journal, pending, round_))
+            deadline = time.monotonic() + self.max_wait_s if self.max_wait_s is not None else None
+            retry: dict[str, Request] = {}
+            while active:
+                for bid in list(active):
+                    batch = await client.batches.retrieve(bid)
+                    if batch.status not in TERMINAL:
+                        continue
+                    answered, _failed = await self._collect(client, batch)
+                    latency = max(0.0, (batch.completed_at or batch.expired_at or time.time()) - batch.created_at) \
+                        if getattr(batch, "created_at", None) else 0.0
+                    for fp, body in answered.items():
+                        await deliver(fp, self._interpret(fp, by_fp.get(fp, (0, None))[1], body, latency))
+                    # failed, expired or silently missing: resubmit those this call asked for
+                    for fp in active[bid]["fingerprints"]:
+                        if fp not in answered and fp in by_fp:
+                            retry[fp] = by_fp[fp][1]
+                    if journal is not None:
+                        await asyncio.to_thread(journal.delete_state, f"{STATE_PREFIX}{bid}")
+                    del active[bid]
+                if retry and not active and round_ < self.max_resubmits:
+                    round_ += 1
+                    active.update(await self._submit(client, journal, retry, round_))
+                    retry = {}
+                if active:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        break
+                    await asyncio.sleep(self.poll_interval_s)
+            for fp, (j, _) in by_fp.items():
+                if fp in done:
+                    continue
+                waiting = any(fp in s["fingerprints"] for s in active.values())
+                await emit(j, self._response(
+                    fp, status="error", batch=True, error_kind="batch_pending" if waiting else "batch_failed",
+                    error="batch still running; a rerun collects it" if waiting
+                    else f"no answer after {self.max_resubmits} resubmissions"))
+        except openai.OpenAIError as e:
+            for fp, (j, _) in by_fp.items():
+                if fp not in done:
+                    await emit(j, self._response(fp, status="error", batch=True, error_kind=error_kind(e),
+                                                 error=f"{type(e).__name__}: {e}"[:500]))
+        finally:
+            await client.close()
