@@ -11,6 +11,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import pytest
 from aiohttp import web
@@ -76,6 +77,9 @@ class Server:
     images: dict[str, tuple[bytes, str]]
     hits: Counter = field(default_factory=Counter)
     times: dict[str, list[float]] = field(default_factory=dict)
+    active: int = 0
+    max_active: int = 0
+    user_agents: set[str] = field(default_factory=set)
 
     def url(self, path: str) -> str:
         return f"{self.base}{path}"
@@ -83,6 +87,8 @@ class Server:
     def reset(self) -> None:
         self.hits.clear()
         self.times.clear()
+        self.max_active = 0
+        self.user_agents.clear()
 
 
 ROBOTS = "User-agent: *\nDisallow: /private/\n"
@@ -96,14 +102,24 @@ def build_app(srv: Server) -> web.Application:
     async def count(request: web.Request, handler):
         srv.hits[request.path] += 1
         srv.times.setdefault(request.path, []).append(time.monotonic())
-        return await handler(request)
+        srv.user_agents.add(request.headers.get("User-Agent", ""))
+        if not request.path.startswith("/sleep/"):
+            return await handler(request)
+        srv.active += 1  # concurrency gauge for the /sleep/ routes
+        srv.max_active = max(srv.max_active, srv.active)
+        try:
+            return await handler(request)
+        finally:
+            srv.active -= 1
 
     def image(name: str, **headers: str) -> web.Response:
         data, ctype = srv.images[name]
         return web.Response(body=data, content_type=ctype, headers=headers)
 
     @routes.get("/robots.txt")
-    async def robots(_):
+    async def robots(request):
+        if request.host.startswith("localhost"):  # the same server under another origin: robots.txt fails
+            return web.Response(status=500)
         return web.Response(text=ROBOTS)
 
     @routes.get("/img/{name}")
@@ -137,6 +153,11 @@ def build_app(srv: Server) -> web.Application:
     @routes.get("/ratelimited_long")
     async def ratelimited_long(_):
         return web.Response(status=429, headers={"Retry-After": "3600"})
+
+    @routes.get("/sleep/{ms}/{name}")  # a slow but fine image; name is free (distinct URLs)
+    async def sleep(request):
+        await asyncio.sleep(int(request.match_info["ms"]) / 1000)
+        return image("p25.jpg")
 
     @routes.get("/slow")
     async def slow(_):
@@ -243,6 +264,12 @@ def server():
     asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
+
+
+@pytest.fixture(scope="session")
+def imaging():
+    """The image makers, for tests that build their own bytes."""
+    return SimpleNamespace(photo=photo, encode=encode)
 
 
 @pytest.fixture

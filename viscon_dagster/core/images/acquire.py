@@ -250,7 +250,11 @@ async def afetch_images(requests: Iterable[ImageRequest], store: UPath, settings
     frequent = {u for u, c in doc_count.items() if c > s.frequent_url_docs} if s.drop_frequent_urls else set()
 
     journal = Journal(store, shard, s.normalise_fingerprint())
-    done = await asyncio.to_thread(journal.load)
+    try:
+        done = await asyncio.to_thread(journal.load)
+    except Exception as e:
+        raise ImageStorageError(f"cannot read the image journal under {journal.folder}: "
+                                f"{type(e).__name__}: {e}") from e
     todo = [u for u in dict.fromkeys(r.image_url for r in reqs) if u not in frequent and u not in done]
     run = _Run(store, s, journal)
     await run.run(todo)

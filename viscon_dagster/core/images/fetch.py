@@ -100,7 +100,8 @@ class HttpFetcher:
     def _gate(self, url: str) -> _HostGate:
         key = urlsplit(url).netloc.lower()
         if key not in self._gates:
-            limiter = AsyncLimiter(self.s.per_host_rps, 1) if self.s.per_host_rps else None
+            # capacity 1: requests evenly spaced at 1/rps, no burst
+            limiter = AsyncLimiter(1, 1 / self.s.per_host_rps) if self.s.per_host_rps else None
             self._gates[key] = _HostGate(asyncio.Semaphore(self.s.per_host_concurrency), limiter)
         return self._gates[key]
 

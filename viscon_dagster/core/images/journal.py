@@ -64,7 +64,7 @@ def read_table(path: UPath) -> pa.Table:
 def list_parquet(folder: UPath) -> list[UPath]:
     try:
         return sorted((p for p in folder.iterdir() if p.name.endswith(".parquet")), key=lambda p: p.name)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # UPath on S3 says NotADirectory for a missing prefix
         return []
 
 
