@@ -52,6 +52,7 @@ class ImageFetcherResource(dg.ConfigurableResource):
     min_side: int = Field(_D.min_side, description="smaller images are dropped (too_small)")
     max_aspect_ratio: float = Field(_D.max_aspect_ratio, description="long/short side above this: bad_aspect")
     max_side: int = Field(_D.max_side, description="long edge of the stored image")
+    resample: str = Field(_D.resample, description="shrinking filter: lanczos, bicubic, bilinear or box")
     jpeg_quality: int = Field(_D.jpeg_quality)
     near_duplicate_distance: int = Field(_D.near_duplicate_distance,
                                          description="phash Hamming distance for near duplicates; <0: off")

@@ -147,7 +147,8 @@ class _Run:
     def __init__(self, store: UPath, settings: ImageSettings, journal: Journal):
         self.store, self.s, self.journal = store, settings, journal
         self.params = NormaliseParams(settings.min_side, settings.max_aspect_ratio, settings.max_side,
-                                      settings.jpeg_quality, settings.max_pixels, settings.allowed_formats)
+                                      settings.jpeg_quality, settings.max_pixels, settings.allowed_formats,
+                                      settings.resample)
         self.cpu: Executor = (ProcessPoolExecutor if settings.cpu_pool == "process" else ThreadPoolExecutor)(
             settings.cpu_workers)
         self.io = ThreadPoolExecutor(settings.io_workers, thread_name_prefix="images-io")

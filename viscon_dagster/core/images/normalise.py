@@ -28,6 +28,7 @@ class NormaliseParams:
     jpeg_quality: int
     max_pixels: int
     allowed_formats: tuple[str, ...]
+    resample: str = "bicubic"
 
 
 @dataclass
@@ -44,7 +45,9 @@ class Normalised:
     jpeg: bytes | None = None
 
 
-_ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+_ROTATED = {5, 6, 7, 8}
+RESAMPLING = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC,
+              "bilinear": Image.Resampling.BILINEAR, "box": Image.Resampling.BOX}  # EXIF orientations that swap width and height
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -78,10 +81,11 @@ def normalise(data: bytes, p: NormaliseParams) -> Normalised:
         return out
     w, h = im.size
     try:
-        if im.getexif().get(0x0112) in _ROTATED:
-            w, h = h, w
+        orientation = im.getexif().get(0x0112) or 1
     except Exception:  # noqa: BLE001 - unreadable EXIF: keep the stored orientation
-        pass
+        orientation = 1
+    if orientation in _ROTATED:
+        w, h = h, w
     out.original_width, out.original_height = w, h
     if w * h > p.max_pixels:
         out.status, out.error = st.DECOMPRESSION_BOMB, f"{w}x{h} = {w * h} pixels > max_pixels {p.max_pixels}"
@@ -99,14 +103,15 @@ def normalise(data: bytes, p: NormaliseParams) -> Normalised:
             im.draft(None, (max(1, int(im.size[0] * scale)), max(1, int(im.size[1] * scale))))
         im.seek(0)  # first frame of animations
         im.load()
-        try:
-            im = ImageOps.exif_transpose(im)
-        except Exception:  # noqa: BLE001 - broken EXIF: keep the stored orientation
-            pass
+        if orientation != 1:  # (exif_transpose copies the image even when there is nothing to do)
+            try:
+                im = ImageOps.exif_transpose(im)
+            except Exception:  # noqa: BLE001 - broken EXIF: keep the stored orientation
+                pass
         im = _to_rgb(im)
         target = (max(1, round(w * scale)), max(1, round(h * scale)))
         if im.size != target:
-            im = im.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+            im = im.resize(target, RESAMPLING[p.resample], reducing_gap=3.0)
         buf = io.BytesIO()
         im.save(buf, "JPEG", quality=p.jpeg_quality)
     except Exception as e:  # noqa: BLE001 - truncated or corrupt data, unsupported modes

@@ -51,6 +51,7 @@ class ImageSettings:
     min_side: int = 150
     max_aspect_ratio: float = 3.0
     max_side: int = 1024  # long edge after resizing
+    resample: Literal["lanczos", "bicubic", "bilinear", "box"] = "bicubic"  # Pillow filter for shrinking
     jpeg_quality: int = 90
 
     # --- dedup
@@ -69,6 +70,8 @@ class ImageSettings:
                 raise ValueError(f"{name} must be >= 1")
         if self.cpu_pool not in ("thread", "process"):
             raise ValueError("cpu_pool must be 'thread' or 'process'")
+        if self.resample not in ("lanczos", "bicubic", "bilinear", "box"):
+            raise ValueError("resample must be one of lanczos, bicubic, bilinear, box")
         # lists from config become tuples so the settings stay hashable and immutable
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -77,7 +80,7 @@ class ImageSettings:
 
     def normalise_fingerprint(self) -> str:
         """Identifies the settings that shape a stored image; journal rows from others are redone."""
-        keys = ("max_pixels", "allowed_formats", "min_side", "max_aspect_ratio", "max_side",
+        keys = ("max_pixels", "allowed_formats", "min_side", "max_aspect_ratio", "max_side", "resample",
                 "jpeg_quality")
         blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
