@@ -1,4 +1,4 @@
-"""Make the benchmark's JPEGs: N distinct photographs of varied sizes (about 100 KB to 2 MB).
+"""Make the benchmark's JPEGs: N distinct photographs of varied sizes (100 KB to 2 MB).
 
 Each file is a random crop of a real photograph (scikit-learn's bundled sample photos when
 available), rescaled to a long edge of 900-2400 px, maybe mirrored, with film grain (so sizes are
@@ -53,8 +53,19 @@ def _init() -> None:
     _GRAIN = Image.merge("RGB", [Image.effect_noise((3000, 3000), 40) for _ in range(3)])
 
 
+MIN_BYTES, MAX_BYTES = 100 * 1024, 2 * 1024 * 1024
+
+
 def make_one(i: int) -> int:
-    rng = random.Random(i)
+    """Draw until the file lands in [MIN_BYTES, MAX_BYTES]."""
+    for attempt in range(20):
+        size = _draw(i, random.Random(i * 1000 + attempt))
+        if MIN_BYTES <= size <= MAX_BYTES:
+            break
+    return size
+
+
+def _draw(i: int, rng: random.Random) -> int:
     base = _BASES[i % len(_BASES)]
     w, h = base.size
     cw, ch = int(w * rng.uniform(0.5, 1)), int(h * rng.uniform(0.5, 1))
@@ -78,7 +89,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
     (DATA / "src").mkdir(parents=True, exist_ok=True)
-    todo = [i for i in range(args.n) if not (DATA / "src" / f"{i:05d}.jpg").exists()]
+    todo = [i for i in range(args.n) if not (p := DATA / "src" / f"{i:05d}.jpg").exists()
+            or not MIN_BYTES <= p.stat().st_size <= MAX_BYTES]
     with Pool(args.workers, initializer=_init) as pool:
         sizes = pool.map(make_one, todo, chunksize=16)
     if sizes:

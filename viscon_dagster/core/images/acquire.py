@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import multiprocessing as mp
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
@@ -149,8 +150,11 @@ class _Run:
         self.params = NormaliseParams(settings.min_side, settings.max_aspect_ratio, settings.max_side,
                                       settings.jpeg_quality, settings.max_pixels, settings.allowed_formats,
                                       settings.resample)
-        self.cpu: Executor = (ProcessPoolExecutor if settings.cpu_pool == "process" else ThreadPoolExecutor)(
-            settings.cpu_workers)
+        if settings.cpu_pool == "process":
+            # forkserver: workers start from a clean process, not from a fork of this threaded one
+            self.cpu: Executor = ProcessPoolExecutor(settings.cpu_workers, mp_context=mp.get_context("forkserver"))
+        else:
+            self.cpu = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="images-cpu")
         self.io = ThreadPoolExecutor(settings.io_workers, thread_name_prefix="images-io")
         self.inflight = asyncio.Semaphore(settings.concurrency * 2)  # bounds bodies held in memory
         self.written: set[str] = set()
