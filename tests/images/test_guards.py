@@ -22,7 +22,7 @@ from viscon_dagster.core.images.safety import AddressGuard, BlockedAddressError,
     "http://127.0.0.1/", "http://10.1.2.3/", "http://192.168.0.1/", "http://172.16.5.4/",
     "http://169.254.169.254/latest/meta-data/", "http://[::1]/", "http://[fe80::1]/", "http://0.0.0.0/",
     "http://224.0.0.1/", "http://240.0.0.1/", "http://100.64.0.1/", "http://[::ffff:127.0.0.1]/",
-    "http://[fc00::1]/", "http://localhost/",
+    "http://[fc00::1]/", "http://localhost/", "http://2130706433/", "http://0x7f.1/",
 ])
 def test_guard_refuses_non_public_addresses(url):
     with pytest.raises(Refused) as err:

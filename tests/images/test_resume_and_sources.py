@@ -45,6 +45,25 @@ def test_rerun_does_not_refetch_done_urls(server, settings, tmp_path):
     assert third.table.column("status").to_pylist() == second.table.column("status").to_pylist()
 
 
+def test_interrupted_run_keeps_what_it_finished(server, settings, tmp_path):
+    """A run cancelled mid-shard (e.g. a terminated Dagster run) journals its finished URLs."""
+    import asyncio
+
+    from viscon_dagster.core.images import afetch_images
+
+    server.reset()
+    store = UPath(tmp_path)
+    fast = [server.url(f"/sleep/0/fast{i}") for i in range(4)]
+    slow = [server.url(f"/sleep/2000/slow{i}") for i in range(2)]
+    s = dataclasses.replace(settings, read_timeout_s=5, total_timeout_s=10)
+    with pytest.raises(TimeoutError):
+        asyncio.run(asyncio.wait_for(afetch_images(reqs(fast + slow), store, s, shard="cut"), 1.0))
+    result = fetch_images(reqs(fast + slow), store, s, shard="cut")
+    assert result.urls_resumed == 4 and result.status_counts == {"ok": 1, "duplicate": 5}
+    assert all(server.hits[f"/sleep/0/fast{i}"] == 1 for i in range(4))
+    assert all(server.hits[f"/sleep/2000/slow{i}"] == 2 for i in range(2))
+
+
 def test_journal_is_per_shard_and_per_normalise_settings(server, settings, tmp_path):
     server.reset()
     store = UPath(tmp_path)

@@ -8,6 +8,12 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 
+def _popcount(a: np.ndarray) -> np.ndarray:
+    if hasattr(np, "bitwise_count"):  # numpy >= 2
+        return np.bitwise_count(a)
+    return np.unpackbits(a.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+
+
 def find_duplicates(items: Sequence[tuple[str, str | None] | None], max_distance: int) -> list[str | None]:
     """For each item (sha256, phash hex) in priority order, the sha256 of the kept image it
     duplicates, or None when it is kept itself (or is None: no image).
@@ -31,7 +37,7 @@ def find_duplicates(items: Sequence[tuple[str, str | None] | None], max_distance
         h = np.uint64(int(phash, 16)) if phash else None
         n = len(hash_sha)
         if h is not None and max_distance >= 0 and n:
-            distances = np.bitwise_count(hashes[:n] ^ h)
+            distances = _popcount(hashes[:n] ^ h)
             nearest = int(np.argmin(distances))
             if distances[nearest] <= max_distance:
                 out.append(hash_sha[nearest])

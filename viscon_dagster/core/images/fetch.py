@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import stat
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -231,14 +232,17 @@ def read_local_file(url: str, settings: ImageSettings) -> bytes:
     """Bytes of a file:// URL inside an allowed root (blocking; run it in a thread)."""
     path = file_url_path(url, settings.allowed_file_roots)
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+            raise Refused(st.BLOCKED_PATH, f"not a regular file: {path}")
+        size = info.st_size
         if size > settings.max_bytes:
             raise Refused(st.TOO_LARGE, f"file of {size} bytes > max_bytes {settings.max_bytes}")
         return path.read_bytes()
     except FileNotFoundError:
         raise Refused(st.NOT_FOUND, f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise Refused(st.NOT_FOUND, f"a directory, not a file: {path}") from None
+    except Refused:
+        raise
     except OSError as e:
         raise Refused(st.READ_ERROR, f"{type(e).__name__}: {e}") from None
 
