@@ -43,9 +43,10 @@ IMAGE_SEQ_LEN = (IMAGE_SIZE // PATCH_SIZE) ** 2 // SCALE_FACTOR**2  # 4 tokens p
 
 
 def _text_config(tok, hidden: int = 64) -> dict:
+    # head_dim 32: the smallest vLLM's CPU attention kernels take
     return dict(
         vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4,
+        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=hidden // 2,
         max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=False,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
@@ -85,7 +86,7 @@ def build_tiny_vlm(out_dir: str | Path, seed: int = 0) -> Path:
                                   image_seq_len=IMAGE_SEQ_LEN, chat_template=VLM_CHAT_TEMPLATE)
     config = Idefics3Config(
         text_config=_text_config(tok),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                            num_attention_heads=2, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE),
         scale_factor=SCALE_FACTOR,
         image_token_id=tok.convert_tokens_to_ids("<image>"),
