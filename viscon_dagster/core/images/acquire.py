@@ -23,12 +23,14 @@ other problem is a row status.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
+import logging
 import multiprocessing as mp
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,9 +42,12 @@ from . import statuses as st
 from .dedup import find_duplicates, url_doc_counts
 from .fetch import HttpFetcher, read_local_file, read_s3_object
 from .journal import OUTCOME_SCHEMA, Journal
-from .normalise import NormaliseParams, normalise
+from .normalise import Normalised, NormaliseParams, normalise
 from .safety import Refused
 from .settings import ImageSettings
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -157,12 +162,13 @@ class _Run:
             self.cpu = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="images-cpu")
         self.io = ThreadPoolExecutor(settings.io_workers, thread_name_prefix="images-io")
         self.inflight = asyncio.Semaphore(settings.concurrency * 2)  # bounds bodies held in memory
-        self.written: set[str] = set()
+        self.writes: dict[str, asyncio.Future[None]] = {}  # one write per sha256, shared by its URLs
         self.local_dirs: set[str] = set()
         self.pending: list[dict[str, Any]] = []
         self.last_flush = time.monotonic()
         self.flush_lock = asyncio.Lock()
         self.outcomes: dict[str, dict[str, Any]] = {}
+        self.total = 0
         self.fetcher = HttpFetcher(settings)
 
     async def _in(self, pool: Executor, fn: Any, *args: Any) -> Any:
@@ -201,16 +207,21 @@ class _Run:
             except Exception as e:  # noqa: BLE001 - one odd URL must not fail the shard; the row says what
                 row = _outcome(url, status=st.UNEXPECTED_ERROR, error=f"{type(e).__name__}: {e}")
             else:
-                n = await self._in(self.cpu, normalise, data, self.params)
+                try:
+                    n = await self._in(self.cpu, normalise, data, self.params)
+                except BrokenExecutor as e:  # a worker died (e.g. a crashing decoder): systemic
+                    raise RuntimeError(f"the image decoding pool broke while decoding {url}: {e}") from e
+                except Exception as e:  # noqa: BLE001 - e.g. MemoryError on a huge image: a row, not a failure
+                    n = Normalised(st.UNEXPECTED_ERROR, f"{type(e).__name__}: {e}", hashlib.sha256(data).hexdigest())
                 row = _outcome(url, status=n.status, error=n.error, http_status=http_status, final_url=final_url,
                                sha256=n.sha256, phash=n.phash, width=n.width, height=n.height,
                                original_width=n.original_width, original_height=n.original_height,
                                original_format=n.original_format, bytes_in=len(data))
                 if n.jpeg is not None:
                     rel = image_path(n.sha256)
-                    if n.sha256 not in self.written:
-                        self.written.add(n.sha256)
-                        await self._in(self.io, self._write, rel, n.jpeg)
+                    if n.sha256 not in self.writes:
+                        self.writes[n.sha256] = asyncio.ensure_future(self._in(self.io, self._write, rel, n.jpeg))
+                    await asyncio.shield(self.writes[n.sha256])  # journaled only once the file exists
                     row.update(path=rel, bytes_out=len(n.jpeg))
         self.outcomes[url] = row
         self.pending.append(row)
@@ -221,6 +232,7 @@ class _Run:
         async with self.flush_lock:
             rows, self.pending = self.pending, []
             self.last_flush = time.monotonic()
+            log.info("images: %d/%d URLs done, %d requests", len(self.outcomes), self.total, self.fetcher.requests_made)
             try:
                 await self._in(self.io, self.journal.append, rows)
             except Exception as e:
@@ -228,12 +240,15 @@ class _Run:
                                         f"{type(e).__name__}: {e}") from e
 
     async def run(self, urls: list[str]) -> None:
+        self.total = len(urls)
         try:
             async with self.fetcher:
                 async with asyncio.TaskGroup() as tg:
                     for url in interleave_by_host(urls):
                         tg.create_task(self.process(url))
         except* ImageStorageError as group:
+            raise group.exceptions[0] from None
+        except* Exception as group:  # a bug or a broken pool: surface the first, not a group
             raise group.exceptions[0] from None
         finally:
             try:
