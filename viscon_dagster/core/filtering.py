@@ -14,7 +14,7 @@ import heapq
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -63,15 +63,15 @@ def sample_rank(url: str, seed: int) -> str:
     return hashlib.sha256(f"{seed}:{url}".encode()).hexdigest()
 
 
-@dataclass(order=True)
-class _Candidate:
-    neg_key: tuple  # heapq is a min-heap; negating the key keeps the k smallest at hand
-    row: dict = field(compare=False)
-    raw: dict = field(compare=False)  # the source row, in case the document is evicted as a duplicate
+@dataclass
+class _Entry:
+    """A document in the draw, kept with its source row in case it turns out to be a duplicate."""
 
-
-def _negate_hex(h: str) -> str:
-    return "".join("0123456789abcdef"[15 - int(c, 16)] for c in h)
+    index: int
+    raw: dict
+    doc: Doc
+    n_tokens: int
+    rank: str
 
 
 class ShardFilter:
@@ -81,8 +81,10 @@ class ShardFilter:
                  on_reject: Callable[[list[dict[str, Any]]], None]):
         self.shard, self.settings, self.count_tokens, self.on_reject = shard, settings, count_tokens, on_reject
         self.stats = FilterStats()
-        self._heap: list[_Candidate] = []
-        self._best_by_url: dict[str, str] = {}  # url -> content hash of the copy that stands
+        # A max-heap on rank (heapq is a min-heap, hence the negation): the k smallest ranks so far.
+        self._heap: list[tuple[int, int, _Entry]] = []
+        self._drawn: dict[str, _Entry] = {}  # url -> its entry, for documents now in the heap
+        self._seen_urls: set[str] = set()
 
     def add_batch(self, batch: pa.RecordBatch) -> None:
         rows = batch.to_pylist()
@@ -131,49 +133,42 @@ class ShardFilter:
 
     def _offer(self, index: int, raw: dict, doc: Doc, n_tokens: int) -> dict | None:
         """Enter an eligible doc in the draw; returns a duplicate-url reject row, if any."""
-        rank, chash = sample_rank(doc.url, self.settings.seed), doc.content_hash()
-        duplicate = self._reject_row(raw, index, Reject("duplicate_url", doc.url), n_tokens)
-        previous = self._best_by_url.get(doc.url)
-        if previous is not None:
-            # Same page twice: the copy with the smaller content hash wins, whatever the row order.
-            if chash >= previous:
-                return duplicate
-            self._best_by_url[doc.url] = chash
-            evicted = self._evict(doc.url)
-            if evicted is None:
-                # The earlier copy already lost the draw; with the same url rank, so does this one.
-                return duplicate
-            self._push(index, raw, doc, n_tokens, rank, chash)
-            return self._reject_row(evicted.raw, evicted.row["row_index"],
-                                    Reject("duplicate_url", doc.url), evicted.row["text_tokens"])
-        self._best_by_url[doc.url] = chash
+        if doc.url in self._seen_urls:
+            return self._resolve_duplicate(index, raw, doc, n_tokens)
+        self._seen_urls.add(doc.url)
         self.stats.eligible += 1
-        self._push(index, raw, doc, n_tokens, rank, chash)
-        return None
-
-    def _push(self, index: int, raw: dict, doc: Doc, n_tokens: int, rank: str, chash: str) -> None:
-        cand = _Candidate((_negate_hex(rank), _negate_hex(chash)), self._doc_row(index, doc, n_tokens, rank), raw)
+        rank = sample_rank(doc.url, self.settings.seed)
+        item = (-int(rank, 16), index, _Entry(index, raw, doc, n_tokens, rank))
         if len(self._heap) < self.settings.docs_per_shard:
-            heapq.heappush(self._heap, cand)
-        elif cand > self._heap[0]:
-            heapq.heapreplace(self._heap, cand)
-
-    def _evict(self, url: str) -> _Candidate | None:
-        """Remove url's document from the heap and return it (None if it is not there)."""
-        for i, cand in enumerate(self._heap):
-            if cand.row["url"] == url:
-                self._heap[i] = self._heap[-1]
-                self._heap.pop()
-                heapq.heapify(self._heap)
-                return cand
+            heapq.heappush(self._heap, item)
+        elif item[0] > self._heap[0][0]:
+            del self._drawn[heapq.heapreplace(self._heap, item)[2].doc.url]
+        else:
+            return None
+        self._drawn[doc.url] = item[2]
         return None
 
-    def _doc_row(self, index: int, doc: Doc, n_tokens: int, rank: str) -> dict[str, Any]:
+    def _resolve_duplicate(self, index: int, raw: dict, doc: Doc, n_tokens: int) -> dict:
+        """Same page twice: the copy with the smaller content hash stands, whatever the row order.
+
+        Both copies share the url and so the rank: if the standing copy lost the draw, so does this
+        one, and the newcomer is the recorded duplicate.
+        """
+        standing = self._drawn.get(doc.url)
+        if standing is not None and doc.content_hash() < standing.doc.content_hash():
+            loser = _Entry(standing.index, standing.raw, standing.doc, standing.n_tokens, standing.rank)
+            standing.index, standing.raw, standing.doc, standing.n_tokens = index, raw, doc, n_tokens
+            index, raw, n_tokens = loser.index, loser.raw, loser.n_tokens
+        return self._reject_row(raw, index, Reject("duplicate_url", doc.url), n_tokens)
+
+    def _doc_row(self, e: _Entry) -> dict[str, Any]:
+        doc = e.doc
         return {
-            "doc_id": doc.doc_id, "shard": self.shard, "row_index": index, "url": doc.url,
-            "texts": doc.texts, "images": doc.images, "image_info": [asdict(i) for i in doc.image_info],
+            "doc_id": doc.doc_id, "shard": self.shard, "row_index": e.index, "url": doc.url,
+            "texts": doc.texts, "images": doc.images,
+            "image_info": [vars(i) for i in doc.image_info],
             "n_images": len(doc.image_info), "n_texts": sum(t is not None for t in doc.texts),
-            "text_tokens": n_tokens, "sample_rank": rank,
+            "text_tokens": e.n_tokens, "sample_rank": e.rank,
             "general_metadata": json.dumps(doc.general_metadata, ensure_ascii=False),
         }
 
@@ -184,7 +179,7 @@ class ShardFilter:
 
     def result(self) -> pa.Table:
         """The kept documents, ordered by sample rank (deterministic for a shard and seed)."""
-        rows = sorted((c.row for c in self._heap), key=lambda r: r["sample_rank"])
+        rows = [self._doc_row(e) for e in sorted((item[2] for item in self._heap), key=lambda e: e.rank)]
         self.stats.kept = len(rows)
         return pa.Table.from_pylist(rows, schema=FILTERED_DOCS_SCHEMA)
 

@@ -46,6 +46,7 @@ class SampleSpec:
     docs_per_shard: int = 72          # good documents per shard, before the bad rows
     seed: int = 0
     image_base_url: str | None = None  # default: file:// URL of the images folder
+    draw_images: bool = True           # False: URLs only (large text-side benchmarks)
 
 
 def draw_image(rng: random.Random, width: int, height: int) -> Image.Image:
@@ -83,7 +84,8 @@ class _SampleWriter:
     def image(self, name: str, fmt_index: int, size: tuple[int, int]) -> tuple[str, int, int]:
         fmt, ext = FORMATS[fmt_index % len(FORMATS)]
         rel = f"{name}.{ext}"
-        save_image(draw_image(self.rng, *size), self.images_dir / rel, fmt, self.rng)
+        if self.spec.draw_images:
+            save_image(draw_image(self.rng, *size), self.images_dir / rel, fmt, self.rng)
         return self.base + rel, size[0], size[1]
 
     def document(self, shard: int, i: int, n_images: int | None = None, paragraphs: int | None = None,
@@ -160,7 +162,9 @@ class _SampleWriter:
 
     def shard(self, shard: int) -> pa.Table:
         good = [self.document(shard, i) for i in range(self.spec.docs_per_shard)]
-        rows = good + self.bad_rows(shard, good[0]) + [self.image_traps(shard)]
+        rows = good + self.bad_rows(shard, good[0])
+        if self.spec.draw_images:
+            rows.append(self.image_traps(shard))
         self.rng.shuffle(rows)
         return pa.Table.from_pylist(rows, schema=OBELICS_SCHEMA)
 
