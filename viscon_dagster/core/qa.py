@@ -1,0 +1,77 @@
+"""Stage 6: validating the Q&A an LLM wrote for one caption.
+
+Every item the model returned becomes a `QAItem`, valid or with the reason it is not — invalid
+items are recorded, never silently dropped. A response that is not the expected JSON object at all
+yields one item of kind `response` with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+LETTERS = ("A", "B", "C", "D")
+QA_REASONS = ("malformed_item", "empty_question", "empty_answer", "not_four_options", "empty_option",
+              "duplicate_options", "bad_answer_letter", "not_an_object")
+
+
+@dataclass
+class QAItem:
+    kind: str                  # "free_form" | "mcq" | "response"
+    index: int                 # position within its kind in the model's answer
+    question: str
+    answer: str                # free-form answer, or the MCQ letter
+    options: list[str] | None
+    reason: str | None = None  # None when valid
+
+    @property
+    def valid(self) -> bool:
+        return self.reason is None
+
+    @property
+    def answer_text(self) -> str:
+        """The answer as text: for an MCQ, the option its letter names."""
+        if self.kind == "mcq" and self.options and self.answer in LETTERS[: len(self.options)]:
+            return self.options[LETTERS.index(self.answer)]
+        return self.answer
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _free_form(i: int, item: Any) -> QAItem:
+    if not isinstance(item, dict):
+        return QAItem("free_form", i, "", "", None, "malformed_item")
+    q, a = _text(item.get("question")), _text(item.get("answer"))
+    reason = "empty_question" if not q else "empty_answer" if not a else None
+    return QAItem("free_form", i, q, a, None, reason)
+
+
+def _mcq(i: int, item: Any) -> QAItem:
+    if not isinstance(item, dict) or not isinstance(item.get("options"), list):
+        return QAItem("mcq", i, _text(item.get("question")) if isinstance(item, dict) else "", "", None,
+                      "malformed_item")
+    q, letter = _text(item.get("question")), _text(item.get("answer")).upper().rstrip(".")
+    options = [_text(o) for o in item["options"]]
+    if not q:
+        reason = "empty_question"
+    elif len(options) != 4:
+        reason = "not_four_options"
+    elif not all(options):
+        reason = "empty_option"
+    elif len({o.casefold() for o in options}) != 4:
+        reason = "duplicate_options"
+    elif letter not in LETTERS:
+        reason = "bad_answer_letter"
+    else:
+        reason = None
+    return QAItem("mcq", i, q, letter, options, reason)
+
+
+def validate_qa(payload: Any) -> list[QAItem]:
+    if not isinstance(payload, dict):
+        return [QAItem("response", 0, "", "", None, "not_an_object")]
+    items = [_free_form(i, x) for i, x in enumerate(payload.get("free_form") or [])]
+    items += [_mcq(i, x) for i, x in enumerate(payload.get("mcq") or [])]
+    return items
