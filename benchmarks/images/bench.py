@@ -73,7 +73,10 @@ def run_img2dataset(urls: Path, out: Path, threads: int) -> dict:
         "--distributor=multiprocessing",
     ], DATA / "img2dataset.log")
     ok = sum(json.loads(p.read_text())["successes"] for p in out.glob("*_stats.json"))
-    return {"name": f"img2dataset 1.x ({threads} threads/process)", "wall_s": wall, "cpu_s": cpu, "images": ok,
+    version = subprocess.run([str(IMG2DATASET.parent / "python"), "-c",
+                              "import importlib.metadata as m; print(m.version('img2dataset'))"],
+                             capture_output=True, text=True).stdout.strip()
+    return {"name": f"img2dataset {version} ({threads} threads/process)", "wall_s": wall, "cpu_s": cpu, "images": ok,
             "detail": {}}
 
 
@@ -81,7 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--img2dataset-threads", type=int, default=64)
+    parser.add_argument("--img2dataset-threads", type=int, default=256)  # its default
     args = parser.parse_args()
     files = sorted((DATA / "src").glob("*.jpg"))[: args.n]
     if len(files) < args.n:

@@ -74,7 +74,7 @@ class ImageSettings:
             raise ValueError("cpu_pool must be 'thread' or 'process'")
         if self.resample not in ("lanczos", "bicubic", "bilinear", "box"):
             raise ValueError("resample must be one of lanczos, bicubic, bilinear, box")
-        # lists from config become tuples so the settings stay hashable and immutable
+        # lists from config become tuples, so the settings stay immutable
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, list):
