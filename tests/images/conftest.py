@@ -164,6 +164,18 @@ def build_app(srv: Server) -> web.Application:
         await asyncio.sleep(10)
         return image("good.jpg")
 
+    @routes.get("/drip")  # slowloris: a byte every 0.2 s, each within the read timeout, forever
+    async def drip(request):
+        resp = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
+        await resp.prepare(request)
+        try:
+            for _ in range(1000):
+                await resp.write(b"\xff")
+                await asyncio.sleep(0.2)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        return resp
+
     @routes.get("/big")  # honest Content-Length over the limit
     async def big(_):
         return web.Response(body=b"\xff\xd8" + b"\0" * BIG, content_type="image/jpeg")

@@ -26,6 +26,7 @@ EXPECTED = {
     "/ratelimited/p23.jpg": "ok",
     "/ratelimited_long": "http_429",
     "/slow": "timeout",
+    "/drip": "timeout",  # total_timeout_s bounds a body that never stops trickling
     "/big": "too_large",
     "/big_chunked": "too_large",
     "/html": "not_image",
@@ -59,7 +60,7 @@ def matrix(server, tmp_path_factory):
     server.reset()
     settings = ImageSettings(
         allowed_hosts=("127.0.0.1",), retries=1, retry_backoff_s=0.05, connect_timeout_s=1,
-        read_timeout_s=0.5, total_timeout_s=3, max_bytes=1024 * 1024, cpu_workers=2, max_retry_after_s=5,
+        read_timeout_s=0.5, total_timeout_s=2, max_bytes=1024 * 1024, cpu_workers=2, max_retry_after_s=5,
         max_redirects=5)
     urls = [server.url(p) for p in EXPECTED] + [server.raw_base + p for p in RAW_EXPECTED]
     # two documents; the kept copy of a duplicate group is the first in request order

@@ -106,10 +106,12 @@ def test_file_urls_only_inside_allowed_roots(server, settings, tmp_path):
 
 
 def test_other_schemes_and_bad_urls(settings, tmp_path):
-    urls = ["ftp://example.org/a.jpg", "data:image/png;base64,AAAA", "", "not a url", "javascript:alert(1)"]
+    urls = ["ftp://example.org/a.jpg", "data:image/png;base64,AAAA", "", "not a url", "javascript:alert(1)",
+            "http://127.0.0.1:99999/a.jpg", "http:///a.jpg"]
     result = fetch_images(reqs(urls), UPath(tmp_path), settings)
     assert result.table.column("status").to_pylist() == [
-        "blocked_scheme", "blocked_scheme", "invalid_url", "invalid_url", "blocked_scheme"]
+        "blocked_scheme", "blocked_scheme", "invalid_url", "invalid_url", "blocked_scheme", "invalid_url",
+        "invalid_url"]
 
 
 def test_frequent_urls_are_flagged_and_not_fetched(server, settings, tmp_path):

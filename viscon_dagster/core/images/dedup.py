@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -56,10 +56,3 @@ def url_doc_counts(pairs: Iterable[tuple[str, str]]) -> dict[str, int]:
     for doc_id, url in pairs:
         docs[url].add(doc_id)
     return {url: len(d) for url, d in docs.items()}
-
-
-def merge_counts(*counts: Mapping[str, int] | Iterable[tuple[str, int]]) -> Counter[str]:
-    total: Counter[str] = Counter()
-    for c in counts:
-        total.update(dict(c.items() if isinstance(c, Mapping) else c))
-    return total

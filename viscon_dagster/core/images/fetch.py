@@ -114,10 +114,18 @@ class HttpFetcher:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https"):
                 raise Refused(st.BLOCKED_SCHEME, f"redirect to a {parts.scheme}: URL refused: {url}")
-            if not parts.hostname:
-                raise Refused(st.INVALID_URL, f"no host in {url!r}")
+            try:
+                if not parts.hostname or parts.port == 0:
+                    raise ValueError("no host")
+            except ValueError as e:  # also an out-of-range port
+                raise Refused(st.INVALID_URL, f"{e} in {url!r}") from None
             seen.add(url)
-            await self.guard.check_url(url)
+            try:
+                await self.guard.check_url(url)
+            except UnicodeError as e:  # a host name IDNA cannot encode
+                raise Refused(st.INVALID_URL, f"bad host name in {url!r}: {e}") from None
+            except OSError as e:  # DNS failure: transient for the journal, so a rerun tries again
+                raise Refused(st.CONNECTION_ERROR, f"cannot resolve {parts.hostname}: {e}") from None
             if check_robots and self.robots is not None:
                 allowed, reason = await self.robots.allowed(url)
                 if not allowed:
