@@ -54,14 +54,14 @@ def test_interrupted_run_keeps_what_it_finished(server, settings, tmp_path):
     server.reset()
     store = UPath(tmp_path)
     fast = [server.url(f"/sleep/0/fast{i}") for i in range(4)]
-    slow = [server.url(f"/sleep/2000/slow{i}") for i in range(2)]
+    slow = [server.url(f"/sleep/4000/slow{i}") for i in range(2)]
     s = dataclasses.replace(settings, read_timeout_s=5, total_timeout_s=10)
     with pytest.raises(TimeoutError):
-        asyncio.run(asyncio.wait_for(afetch_images(reqs(fast + slow), store, s, shard="cut"), 1.0))
+        asyncio.run(asyncio.wait_for(afetch_images(reqs(fast + slow), store, s, shard="cut"), 1.5))
     result = fetch_images(reqs(fast + slow), store, s, shard="cut")
     assert result.urls_resumed == 4 and result.status_counts == {"ok": 1, "duplicate": 5}
     assert all(server.hits[f"/sleep/0/fast{i}"] == 1 for i in range(4))
-    assert all(server.hits[f"/sleep/2000/slow{i}"] == 2 for i in range(2))
+    assert all(server.hits[f"/sleep/4000/slow{i}"] == 2 for i in range(2))
 
 
 def test_journal_is_per_shard_and_per_normalise_settings(server, settings, tmp_path):
