@@ -27,8 +27,8 @@ def test_local_materialization_writes_docs_rejects_and_metadata(tmp_path, sample
         assert result.success
         mat = result.asset_materializations_for_node("filtered_docs")[0]
         md = {k: v.value for k, v in mat.metadata.items()}
-        checks = result.get_asset_check_evaluations()
-    assert [c.passed for c in checks] == [True]
+        checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["filtered_docs_suite"] is True
     assert md["rows_in"] == md["rows_out"] + md["rows_rejected"] + md["rows_not_sampled"]
     assert md["rows_rejected"] == len(BAD_ROW_KINDS)
     assert {k.split("/", 1)[1]: v for k, v in md.items() if k.startswith("rejects/") and v} == \

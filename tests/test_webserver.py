@@ -35,7 +35,7 @@ def test_webserver_lists_our_asset_nodes(tmp_path):
             time.sleep(1)
         assert nodes, "the webserver did not serve asset nodes within 180 s"
         keys = sorted("/".join(n["assetKey"]["path"]) for n in nodes)
-        assert keys == ["filtered_docs"]
+        assert keys == ["filtered_docs", "images"]
         assert all(n["isPartitioned"] for n in nodes)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -12,8 +12,11 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from viscon_dagster.assets.docs import filtered_docs
+from viscon_dagster.assets.images import images
 from viscon_dagster.automation import ShardSourceResource, obelics_shard_sensor
 from viscon_dagster.partitions import obelics_shards
+from viscon_dagster.settings import sample_dir
+from viscon_dagster.resources.image_fetcher import ImageFetcherResource
 from viscon_dagster.resources.io_manager import ParquetIOManager
 from viscon_dagster.resources.storage import StorageResource
 from viscon_dagster.resources.tokenizer import TokenizerResource
@@ -36,20 +39,31 @@ def s3_resource() -> S3Resource:
     )
 
 
+def image_fetcher(**overrides) -> ImageFetcherResource:
+    """file:// image URLs are read only under `VISCON_IMAGE_FILE_ROOTS` (os.pathsep-separated),
+    by default the bundled sample's image folder."""
+    roots = os.environ.get("VISCON_IMAGE_FILE_ROOTS")
+    allowed = roots.split(os.pathsep) if roots else [str(sample_dir() / "images")]
+    return ImageFetcherResource(**{"allowed_file_roots": allowed, **overrides})
+
+
 def build_definitions(storage_root: str | None = None, s3: S3Resource | None = None,
-                      tokenizer: str | None = None) -> dg.Definitions:
+                      tokenizer: str | None = None, fetcher: ImageFetcherResource | None = None,
+                      ) -> dg.Definitions:
     storage = StorageResource(root=storage_root, s3=s3 or s3_resource())
-    shard_chain = dg.define_asset_job(SHARD_JOB, selection=dg.AssetSelection.assets(filtered_docs),
+    per_shard = [filtered_docs, images]
+    shard_chain = dg.define_asset_job(SHARD_JOB, selection=dg.AssetSelection.assets(*per_shard),
                                       partitions_def=obelics_shards,
                                       description="Every per-shard asset, for one shard partition.")
     return dg.Definitions(
-        assets=[filtered_docs],
+        assets=per_shard,
         jobs=[shard_chain],
         sensors=[obelics_shard_sensor],
         resources={
             "storage": storage,
             "io_manager": ParquetIOManager(storage=storage),
             "tokenizer": TokenizerResource(name_or_path=tokenizer),
+            "image_fetcher": fetcher or image_fetcher(),
             "shard_source": ShardSourceResource(),
         },
     )

@@ -33,3 +33,11 @@ def test_state(storage_root):
     assert Journal(storage_root / "journal").states("batch-") == {"batch-1": {"id": "batch_x"}}
     j.delete_state("batch-1")
     assert j.get_state("batch-1") is None
+
+
+def test_group_writes_load_and_compact(storage_root):
+    j = Journal(storage_root / "journal")
+    j.put_many([resp("a"), resp("b"), resp("x", status="error")])
+    assert len(list((storage_root / "journal" / "entries").iterdir())) == 1
+    assert set(Journal(storage_root / "journal").load()) == {"a", "b"}
+    assert j.compact() == 2 and set(Journal(storage_root / "journal").load()) == {"a", "b"}

@@ -144,16 +144,16 @@ class _SampleWriter:
 
     def image_traps(self, shard: int) -> dict:
         """A valid document whose images exercise the fetcher's failure statuses."""
-        doc = self.document(shard, 8000, n_images=4)
+        doc = self.document(shard, 8000, n_images=5, paragraphs=6)
         positions = [j for j, u in enumerate(doc["images"]) if u]
         meta = json.loads(doc["metadata"])
+        original_url, _, _ = self.image(f"s{shard}-original", 0, (400, 300))
         tiny_url, _, _ = self.image(f"s{shard}-tiny", 0, (40, 30))
         (self.images_dir / f"s{shard}-not-an-image.jpg").write_text("<html><body>not an image</body></html>")
-        twin_src = self.images_dir / Path(doc["images"][positions[0]]).name
-        twin = self.images_dir / f"s{shard}-twin{twin_src.suffix}"
-        twin.write_bytes(twin_src.read_bytes())
-        replacements = [self.base + f"s{shard}-missing.jpg", tiny_url,
-                        self.base + f"s{shard}-not-an-image.jpg", self.base + twin.name]
+        twin = f"s{shard}-twin.jpg"  # the original's bytes under a second URL
+        (self.images_dir / twin).write_bytes((self.images_dir / f"s{shard}-original.jpg").read_bytes())
+        replacements = [original_url, self.base + f"s{shard}-missing.jpg", tiny_url,
+                        self.base + f"s{shard}-not-an-image.jpg", self.base + twin]
         for j, url in zip(positions, replacements):
             doc["images"][j] = url
             meta[j]["src"] = url

@@ -45,8 +45,10 @@ class StorageResource(dg.ConfigurableResource):
 
     def options_for(self, url: str) -> dict[str, Any]:
         """fsspec options for a URL: the S3 settings for s3:// URLs, nothing for local files."""
-        if not _is_s3(url):
-            return {}
+        return self.s3_options() if _is_s3(url) else {}
+
+    def s3_options(self) -> dict[str, Any]:
+        """fsspec/s3fs options from the dagster-aws S3 resource (endpoint, region, credentials)."""
         s3 = self.s3
         client_kwargs = {k: v for k, v in {"endpoint_url": s3.endpoint_url,
                                              "region_name": s3.region_name}.items() if v}

@@ -1,0 +1,43 @@
+"""images materialized through Dagster on the sample: every trap ends in its status, reruns resume."""
+
+from collections import Counter
+
+import dagster as dg
+
+from viscon_dagster.definitions import SHARD_JOB, build_definitions, image_fetcher
+from viscon_dagster.partitions import record_shards
+
+
+def test_images_asset_statuses_checks_and_resume(tmp_path, sample_dir, tokenizer_dir):
+    defs = build_definitions(storage_root=(tmp_path / "store").as_uri(), tokenizer=str(tokenizer_dir),
+                             fetcher=image_fetcher(allowed_file_roots=[str(sample_dir / "images")]))
+    key = record_shards(defs.resources["storage"], str(sample_dir / "shards"))[0]
+    job = defs.resolve_job_def(SHARD_JOB)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("obelics_shards", [key])
+        first = job.execute_in_process(partition_key=key, instance=instance)
+        second = job.execute_in_process(partition_key=key, instance=instance)
+    assert first.success and second.success
+    md = {k: v.value for k, v in first.asset_materializations_for_node("images")[0].metadata.items()}
+    statuses = Counter(md["status_counts"])
+    assert statuses["ok"] > 20
+    assert {"duplicate", "not_found", "not_image", "too_small"} <= set(statuses)
+    checks = {c.check_name: c.passed for c in first.get_asset_check_evaluations()}
+    assert checks == {"filtered_docs_suite": True, "images_suite": True, "images_success_rate": True}
+    again = {k: v.value for k, v in second.asset_materializations_for_node("images")[0].metadata.items()}
+    assert again["urls_fetched"] == 0 and again["urls_resumed"] == md["urls_fetched"]
+    assert again["status_counts"] == md["status_counts"]
+
+
+def test_file_urls_outside_the_allowed_root_are_refused(tmp_path, sample_dir, tokenizer_dir):
+    defs = build_definitions(storage_root=(tmp_path / "store").as_uri(), tokenizer=str(tokenizer_dir),
+                             fetcher=image_fetcher(allowed_file_roots=[str(tmp_path / "elsewhere")]))
+    key = record_shards(defs.resources["storage"], str(sample_dir / "shards"))[0]
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("obelics_shards", [key])
+        result = defs.resolve_job_def(SHARD_JOB).execute_in_process(
+            partition_key=key, instance=instance, raise_on_error=False)
+    md = {k: v.value for k, v in result.asset_materializations_for_node("images")[0].metadata.items()}
+    assert set(md["status_counts"]) == {"blocked_path"}
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["images_success_rate"] is False  # a warning, not a failed run
