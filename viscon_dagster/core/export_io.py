@@ -1,0 +1,67 @@
+"""Storage helpers for the exports: parallel image reads, writes and folder copies through fsspec,
+so the same code serves local folders and S3 prefixes (images are content-addressed files below the
+storage root; a missing one drops its records instead of failing the export)."""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable
+
+from upath import UPath
+
+
+def read_images(root: UPath, paths: Iterable[str], workers: int = 8) -> tuple[dict[str, bytes], set[str]]:
+    """({relative path: bytes}, missing paths). Other storage errors propagate: they are systemic."""
+    def read(rel: str) -> bytes | None:
+        try:
+            return (root / rel).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    paths = sorted(set(paths))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        data = dict(zip(paths, pool.map(read, paths)))
+    return {p: b for p, b in data.items() if b is not None}, {p for p, b in data.items() if b is None}
+
+
+def write_files(folder: UPath, files: dict[str, bytes], workers: int = 8) -> None:
+    def write(item: tuple[str, bytes]) -> None:
+        path = folder / item[0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(item[1])
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(write, files.items()))
+
+
+def remove_tree(path: UPath) -> None:
+    if path.exists():
+        path.fs.rm(path.path, recursive=True)
+
+
+def list_files(folder: UPath) -> list[str]:
+    """Paths of every file below `folder`, relative to it, sorted."""
+    if not folder.exists():
+        return []
+    base = folder.path.rstrip("/") + "/"
+    return sorted(p[len(base):] for p in folder.fs.find(folder.path) if p.startswith(base))
+
+
+def tree_bytes(folder: UPath) -> int:
+    return sum(int(folder.fs.size((folder / rel).path)) for rel in list_files(folder))
+
+
+def copy_tree(src: UPath, dst: UPath, workers: int = 8) -> tuple[int, int]:
+    """Copy every file below `src` to the same relative path below `dst`; (files, bytes)."""
+    def copy(rel: str) -> int:
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with (src / rel).open("rb") as fin, target.open("wb") as fout:
+            shutil.copyfileobj(fin, fout, length=8 << 20)
+        return int(src.fs.size((src / rel).path))
+
+    files = list_files(src)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        sizes = list(pool.map(copy, files))
+    return len(files), sum(sizes)
