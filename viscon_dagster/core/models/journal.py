@@ -3,7 +3,8 @@
 Layout under the journal directory (a `UPath`: local folder or S3 prefix):
 
     entries/<fingerprint>.json   one object per response, written as it arrives (a kill loses nothing
-                                 that was written; S3 has no append, so one object per response)
+                                 that was written; S3 has no append, so one object per write)
+    entries/<id>.jsonl           a group of responses that arrived together (`put_many`)
     segments/<id>.jsonl          compacted entries (`compact()`, at the end of a run): one read per
                                  thousands of responses on reload instead of one per response
     state/<name>.json            small resumable state, e.g. submitted batch ids
@@ -66,11 +67,7 @@ class Journal:
                         r = Response.model_validate_json(line)
                         entries[r.fingerprint] = r
         for p in self._listing("entries"):
-            if p.name.endswith(".json"):
-                try:
-                    r = Response.model_validate_json(p.read_text())
-                except ValueError:
-                    continue  # torn write from a killed process: as if never answered
+            for r in self._read_entry(p):
                 entries[r.fingerprint] = r
         self._entries = entries
         return entries
@@ -88,6 +85,27 @@ class Journal:
     def __len__(self) -> int:
         return len(self.entries)
 
+    @staticmethod
+    def _read_entry(p) -> list[Response]:
+        if not p.name.endswith((".json", ".jsonl")):
+            return []  # e.g. a temporary file of a write that was killed
+        try:
+            return [Response.model_validate_json(line) for line in p.read_text().splitlines() if line.strip()]
+        except ValueError:
+            return []  # torn write from a killed process: as if never answered
+
+    def put_many(self, responses: list[Response]) -> None:
+        """One write for responses that arrived together (group commit)."""
+        rows = [r.model_copy(update={"cached": False}) for r in responses if r.journaled()]
+        if not rows:
+            return
+        if len(rows) == 1:
+            return self.put(rows[0])
+        name = f"{rows[0].fingerprint}-{len(rows)}.jsonl"
+        _write_text(self.root / "entries" / name, "".join(r.model_dump_json() + "\n" for r in rows))
+        for r in rows:
+            self.entries[r.fingerprint] = r
+
     def put(self, response: Response) -> None:
         if not response.journaled():
             return
@@ -97,13 +115,8 @@ class Journal:
 
     def compact(self) -> int:
         """Fold loose entries into one segment; returns how many were folded."""
-        loose = [p for p in self._listing("entries") if p.name.endswith(".json")]
-        lines = []
-        for p in loose:
-            try:
-                lines.append(Response.model_validate_json(p.read_text()).model_dump_json())
-            except ValueError:
-                continue
+        loose = [p for p in self._listing("entries") if p.name.endswith((".json", ".jsonl"))]
+        lines = [r.model_dump_json() for p in loose for r in self._read_entry(p)]
         if not lines:
             return 0
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.jsonl"

@@ -114,7 +114,7 @@ class Request(BaseModel):
     messages: list[Message]
     json_schema: dict[str, Any] | None = None
     schema_name: str = "answer"
-    params: SamplingParams = SamplingParams()
+    params: SamplingParams = Field(default_factory=SamplingParams)
     meta: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
@@ -162,7 +162,7 @@ class Response(BaseModel):
     error_kind: str | None = None  # e.g. rate_limited, server_error, timeout, connection, bad_request
     error: str | None = None
     finish_reason: str | None = None
-    usage: Usage = Usage()
+    usage: Usage = Field(default_factory=Usage)
     latency_s: float = 0.0
     attempts: int = 1  # HTTP calls made, repair retry included
     batch: bool = False  # answered through a batch API (priced at the batch discount)

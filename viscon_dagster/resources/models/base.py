@@ -25,6 +25,35 @@ from viscon_dagster.core.models.request import Request, Response
 Emit = Callable[[int, Response], Awaitable[None]]
 
 
+class _GroupWriter:
+    """Journals answers as they arrive. Answers that arrive while a write is under way go out together
+    in the next write (group commit): at low rates one write per answer, under load one per burst,
+    and at most one write's worth of answers is at risk if the process dies."""
+
+    def __init__(self, journal: Journal):
+        self.journal = journal
+        self.pending: list[Response] = []
+        self.task: asyncio.Task | None = None
+
+    def add(self, response: Response) -> None:
+        self.pending.append(response)
+        if self.task is None or self.task.done():
+            if self.task is not None and self.task.exception():
+                raise self.task.exception()
+            self.task = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, []
+            await asyncio.to_thread(self.journal.put_many, batch)
+
+    async def close(self) -> None:
+        while self.task is not None and not self.task.done():
+            await self.task
+        if self.task is not None and self.task.exception():
+            raise self.task.exception()  # storage failing is systemic: fail the partition, loudly
+
+
 def run_sync(coro):
     """Run a coroutine from sync code, also when the caller already runs an event loop."""
     try:
@@ -77,18 +106,23 @@ class ModelBackend(dg.ConfigurableResource):
             else:
                 todo.setdefault(fp, []).append(i)
         firsts = [idx[0] for idx in todo.values()]
+        writer = _GroupWriter(journal) if journal is not None else None
 
         async def emit(j: int, response: Response) -> None:
             i = firsts[j]
-            if journal is not None and response.journaled():
-                await asyncio.to_thread(journal.put, response)
+            if writer is not None and response.journaled():
+                writer.add(response)
             for k in todo[fps[i]]:
                 out[k] = response
             if on_response:
                 on_response(response)
 
         if firsts:
-            await self._generate([requests[i] for i in firsts], [fps[i] for i in firsts], emit, journal)
+            try:
+                await self._generate([requests[i] for i in firsts], [fps[i] for i in firsts], emit, journal)
+            finally:
+                if writer is not None:
+                    await writer.close()
         if journal is not None and self.compact_journal and firsts:
             await asyncio.to_thread(journal.compact)
         self._last_wall_s = time.perf_counter() - t0

@@ -16,10 +16,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 import openai
 from aiolimiter import AsyncLimiter
 from pydantic import Field, PrivateAttr
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from viscon_dagster.core.models.parsing import (detect_refusal, parse_structured, repair_messages,
                                                 with_schema_instruction)
@@ -70,17 +71,21 @@ def retry_after_s(e: BaseException | None) -> float | None:
 
 
 class _Wait:
-    """Retry-After when the server sends one (plus a little jitter), else full-jitter exponential."""
+    """Retry-After when the server sends one (plus a little jitter), else full-jitter exponential backoff."""
 
     def __init__(self, initial: float, maximum: float, max_retry_after: float):
-        self.exp = wait_random_exponential(multiplier=initial, max=maximum)
+        self.initial, self.maximum = initial, maximum
         self.max_retry_after = max_retry_after
 
-    def __call__(self, state) -> float:
-        ra = retry_after_s(state.outcome.exception())
+    def delay(self, exc: BaseException | None, attempt: int) -> float:
+        ra = retry_after_s(exc)
         if ra is not None:
             return min(ra, self.max_retry_after) + random.uniform(0, 0.1 * ra + 0.01)
-        return self.exp(state)
+        return random.uniform(0, min(self.maximum, self.initial * 2**attempt))
+
+    def __call__(self, state) -> float:
+        # tenacity counts from the second attempt (the first ran outside it)
+        return self.delay(state.outcome.exception(), state.attempt_number + 1)
 
 
 @dataclass
@@ -117,6 +122,9 @@ class OpenAIHTTPBackend(ModelBackend):
     repair_retry: bool = Field(True, description="one more call when the answer is not schema-valid JSON")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="extra request fields, e.g. vLLM's")
     image_detail: str | None = Field(None, description="OpenAI image detail: auto, low or high")
+    http_transport: str = Field(
+        "aiohttp", description="aiohttp (openai's aiohttp transport) or httpx; httpx's pool costs O(connections) "
+                               "CPU per request, which caps throughput at high concurrency")
 
     _prompt_mode_learned: bool = PrivateAttr(False)
 
@@ -153,26 +161,39 @@ class OpenAIHTTPBackend(ModelBackend):
         if use_rf:
             kw["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": req.schema_name, "schema": req.json_schema, "strict": True}}
-        if self.extra_body:
-            kw["extra_body"] = self.extra_body
+        kw.update(self.extra_body)
         est = min(self._estimate_tokens(req), int(self.tokens_per_minute or 1 << 30))
-        async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.max_attempts), retry=retry_if_exception(retryable),
-                wait=_Wait(self.backoff_initial_s, self.backoff_max_s, self.max_retry_after_s), reraise=True):
-            with attempt:
-                if run.rpm:
-                    await run.rpm.acquire()
-                if run.tpm:
-                    await run.tpm.acquire(est)
-                calls[0] += 1
-                comp = await run.client.chat.completions.create(**kw)
-        if not comp.choices:
+
+        async def send() -> dict:
+            if run.rpm:
+                await run.rpm.acquire()
+            if run.tpm:
+                await run.tpm.acquire(est)
+            calls[0] += 1
+            # the client's POST with the raw response: `chat.completions.create` re-walks the body against
+            # its TypedDicts and builds models (~1 ms CPU a request), which caps throughput at high concurrency
+            raw = await run.client.post("/chat/completions", body=kw, cast_to=httpx2.Response)
+            return raw.json()
+
+        try:
+            data = await send()  # most calls succeed first time: no retry machinery on that path
+        except Exception as first:
+            if not retryable(first) or self.max_attempts < 2:
+                raise
+            wait = _Wait(self.backoff_initial_s, self.backoff_max_s, self.max_retry_after_s)
+            await asyncio.sleep(wait.delay(first, 1))
+            async for attempt in AsyncRetrying(stop=stop_after_attempt(self.max_attempts - 1),
+                                               retry=retry_if_exception(retryable), wait=wait, reraise=True):
+                with attempt:
+                    data = await send()
+        choices = data.get("choices") or []
+        if not choices:
             raise ValueError("response without choices")
-        ch = comp.choices[0]
-        u = comp.usage
-        return _Answer(ch.message.content, getattr(ch.message, "refusal", None), ch.finish_reason,
-                       Usage(prompt_tokens=u.prompt_tokens if u else 0,
-                             completion_tokens=u.completion_tokens if u else 0))
+        msg = choices[0].get("message") or {}
+        u = data.get("usage") or {}
+        return _Answer(msg.get("content"), msg.get("refusal"), choices[0].get("finish_reason"),
+                       Usage(prompt_tokens=u.get("prompt_tokens") or 0,
+                             completion_tokens=u.get("completion_tokens") or 0))
 
     async def _answer(self, run: _Run, req: Request, fp: str) -> Response:
         calls = [0]
@@ -228,10 +249,10 @@ class OpenAIHTTPBackend(ModelBackend):
 
     async def _generate(self, requests, fingerprints, emit, journal) -> None:
         n = self.max_concurrency
-        import httpx2
 
-        http = openai.DefaultAsyncHttpxClient(
-            limits=httpx2.Limits(max_connections=n, max_keepalive_connections=n))
+        limits = httpx2.Limits(max_connections=n, max_keepalive_connections=n)
+        http = (openai.DefaultAioHttpClient if self.http_transport == "aiohttp"
+                else openai.DefaultAsyncHttpxClient)(limits=limits, timeout=self.timeout_s)
         client = openai.AsyncOpenAI(
             base_url=self.base_url, max_retries=0, timeout=self.timeout_s, http_client=http,
             api_key=self.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY")

@@ -1,0 +1,118 @@
+"""Throughput of the OpenAI-compatible backend against a loopback server with a fixed latency.
+
+    .venv/bin/python benchmarks/models/bench_http.py [--latency 0.2] [--concurrency 64 256] [--waves 8]
+                                                     [--curator-python .venv-curator/bin/python]
+
+The server is the test suite's OpenAI double (tests/models/openai_double.py), in its own process,
+answering every request after exactly `latency` seconds with unlimited capacity. For each concurrency
+c the client sends `waves * c` requests; ideal throughput is c / latency. Client CPU per request is the
+client process's user+system time over the requests. With --curator-python, bespokelabs-curator runs
+the same load from its own venv (bench_curator.py) against the same server, in the same run.
+Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(latency: float) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests/models/openai_double.py"), "--port", str(port),
+                             "--latency", str(latency)], stdout=subprocess.PIPE, text=True)
+    proc.stdout.readline()  # "listening on …"
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def run_ours(base_url: str, concurrency: int, n: int, journal: bool) -> dict:
+    from upath import UPath
+
+    from viscon_dagster.core.models.request import Request, SamplingParams
+    from viscon_dagster.resources.models import OpenAIHTTPBackend
+
+    b = OpenAIHTTPBackend(model="gpt-4o-mini", base_url=base_url, api_key="sk-bench", max_concurrency=concurrency)
+    reqs = [Request.user(f"bench {concurrency} {journal} {time.time_ns()} {i}", params=SamplingParams(max_tokens=16))
+            for i in range(n)]
+    with tempfile.TemporaryDirectory() as d:
+        c0, t0 = cpu_s(), time.perf_counter()
+        out = b.generate(reqs, journal_dir=UPath(Path(d).as_uri()) if journal else None)
+        wall, cpu = time.perf_counter() - t0, cpu_s() - c0
+    ok = sum(r.ok for r in out)
+    return {"ok": ok, "wall_s": wall, "cpu_s": cpu}
+
+
+def run_curator(python: str, base_url: str, concurrency: int, n: int) -> dict:
+    script = Path(__file__).with_name("bench_curator.py")
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "CURATOR_CACHE_DIR": cache, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+               "LITELLM_LOCAL_MODEL_COST_MAP": "True", "CURATOR_DISABLE_RICH_DISPLAY": "1",
+               "CURATOR_VIEWER": "0", "OPENAI_API_KEY": "sk-bench"}
+        p = subprocess.run([python, str(script), base_url, str(concurrency), str(n)], capture_output=True,
+                           text=True, env=env, timeout=900)
+    if p.returncode != 0:
+        return {"error": (p.stderr or p.stdout)[-1500:]}
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--latency", type=float, default=0.2)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
+    ap.add_argument("--waves", type=int, default=8)
+    ap.add_argument("--curator-python", default=None)
+    args = ap.parse_args()
+    server, base_url = start_server(args.latency)
+    rows = []
+    try:
+        run_ours(base_url, 8, 16, False)  # warm-up: imports, first connections
+        for c in args.concurrency:
+            n = args.waves * c
+            ideal = c / args.latency
+            for name, fn in (("viscon (no journal)", lambda: run_ours(base_url, c, n, False)),
+                             ("viscon (local journal)", lambda: run_ours(base_url, c, n, True)),
+                             *((("curator", lambda: run_curator(args.curator_python, base_url, c, n)),)
+                               if args.curator_python else ())):
+                r = fn()
+                if "error" in r:
+                    rows.append(f"| {name} | {c} | {n} | failed: {r['error'].splitlines()[-1][:120]} | | | | |")
+                    continue
+                rps = r["ok"] / r["wall_s"]
+                rows.append(f"| {name} | {c} | {n} | {r['ok']} | {r['wall_s']:.2f} | {rps:.0f} | {rps / ideal:.2f} "
+                            f"| {1000 * r['cpu_s'] / n:.2f} |")
+                print(rows[-1], file=sys.stderr, flush=True)
+    finally:
+        server.terminate()
+        server.wait(10)
+    print(f"\nLoopback OpenAI-compatible server, fixed latency {args.latency * 1000:.0f} ms, unlimited capacity; "
+          f"{os.cpu_count()} CPU cores shared by server and client.\n")
+    print("| client | concurrency | requests | ok | wall s | req/s | of ideal | client CPU ms/req |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
