@@ -42,6 +42,14 @@ def test_export_from_s3_storage_to_s3_and_back(s3_server, s3_bucket, shards, tab
     assert {s: ds[s].num_rows for s in ds} == summary.counts["hf"]["leaky"]
     assert ds["train"][0]["image"].size == (96, 72)
 
+    from tests.exports.hub_double import HubDouble
+
+    with HubDouble() as hub:  # an S3 folder is staged locally, then pushed as one commit
+        push_dataset(out / "hf", "hf://datasets/org/viscon@main", endpoint=hub.url, token="t")
+    pushed = hub.commits[0]["files"]
+    assert sorted(pushed) == [k[len("hf/"):] for k in written if k.startswith("hf/")]
+    assert pushed["README.md"] == (local / "hf" / "README.md").read_bytes()
+
 
 def test_push_local_folder_to_s3_target(s3_server, s3_bucket, exported):
     name, client = s3_bucket
@@ -61,3 +69,20 @@ def test_hf_targets_name_a_dataset_repo():
     for bad in ("hf://models/org/x", "hf://datasets/justname", "s3://bucket/x"):
         with pytest.raises(ValueError):
             parse_hf_target(bad)
+
+
+def test_push_to_the_hub_is_one_commit_with_the_token_from_the_environment(exported, monkeypatch):
+    from tests.exports.hub_double import HubDouble
+
+    out, _ = exported
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    local = Path(out.path) / "hf"
+    files = {str(p.relative_to(local)): p.read_bytes() for p in local.rglob("*") if p.is_file()}
+    with HubDouble() as hub:
+        result = push_dataset(out / "hf", "hf://datasets/viscon-org/viscon-100k", endpoint=hub.url)
+    assert hub.unhandled == []
+    assert hub.repos == {"viscon-org/viscon-100k": {"type": "dataset", "private": True}}
+    assert len(hub.commits) == 1 and hub.commits[0]["revision"] == "main"
+    assert hub.commits[0]["files"] == files  # every shard and the card, byte for byte
+    assert hub.validated_cards == [files["README.md"].decode()]
+    assert result["commit"] and set(hub.auth) == {"Bearer hf_test_token"}

@@ -138,13 +138,14 @@ def parse_hf_target(target: str) -> tuple[str, str | None]:
 
 
 def push_dataset(folder: UPath, target: str, *, storage_options: dict[str, Any] | None = None,
-                 token: str | None = None, private: bool = True,
+                 token: str | None = None, private: bool = True, endpoint: str | None = None,
                  commit_message: str = "Upload VisCon export") -> dict[str, Any]:
     """Publish `folder` (normally `<out>/hf`: data shards + README.md) to `target`.
 
     * `hf://datasets/org/name[@revision]`: the HF Hub, as one commit through
       `HfApi.upload_folder(repo_type="dataset")`, creating the repo if needed; the token is `token` or
-      `$HF_TOKEN`. A folder on S3 is staged to a local temporary folder first (upload_folder reads
+      `$HF_TOKEN`; `endpoint` overrides the Hub URL (default: huggingface.co or `$HF_ENDPOINT`,
+      as huggingface_hub reads it). A folder on S3 is staged to a local temporary folder first (upload_folder reads
       local files).
     * any other fsspec URL (`file://…`, `s3://bucket/prefix` with `storage_options`): the files are
       copied below it at the same relative paths — the layout the Hub repo gets.
@@ -153,7 +154,7 @@ def push_dataset(folder: UPath, target: str, *, storage_options: dict[str, Any] 
         from huggingface_hub import HfApi
 
         repo_id, revision = parse_hf_target(target)
-        api = HfApi(token=token or os.environ.get("HF_TOKEN"))
+        api = HfApi(endpoint=endpoint, token=token or os.environ.get("HF_TOKEN"))
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             local = folder
