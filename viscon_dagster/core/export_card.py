@@ -68,6 +68,23 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
+def _values(vals: list[str], limit: int = 6) -> str:
+    if not vals:
+        return "—"
+    if len(vals) > limit:  # e.g. 45 shards: a count and the range, not a wall of names
+        return f"{len(vals)} values, `{vals[0]}` … `{vals[-1]}`"
+    return ", ".join(f"`{v}`" for v in vals)
+
+
+def _leakage_table(leakage: dict[str, Any] | None) -> str:
+    """Accepts {kind: summary} (see `leakage_summary`) or one flat summary (`core.leakage.summarize`)."""
+    if not leakage:
+        return "Not computed for this export."
+    per_kind = leakage if all(isinstance(v, dict) for v in leakage.values()) else {"all": leakage}
+    columns = list(dict.fromkeys(["count", "mean", "median", *[k for v in per_kind.values() for k in v]]))
+    return _table(["Q&A", *columns], [[kind, *[v.get(c, "—") for c in columns]] for kind, v in per_kind.items()])
+
+
 def render_card(counts: dict[str, dict[str, int]], lineage: dict[str, list[str]],
                 leakage: dict[str, Any] | None = None, *, pretty_name: str = "VisCon (reproduction)",
                 default_mix: str = "leaky", notes: str = "") -> str:
@@ -78,14 +95,8 @@ def render_card(counts: dict[str, dict[str, int]], lineage: dict[str, list[str]]
     yaml_text = yaml.safe_dump(front_matter(counts, default_mix, pretty_name), sort_keys=False, allow_unicode=True)
     count_rows = [[f"`{m}`" + (" (default)" if m == default_mix else ""), *[counts[m].get(s, 0) for s in splits],
                    sum(counts[m].values())] for m in sorted(counts)]
-    model_rows = [[k, ", ".join(f"`{v}`" for v in vals) or "—"] for k, vals in lineage.items()]
-    if leakage and all(isinstance(v, dict) for v in leakage.values()):
-        leak_rows = [[k, v.get("count", ""), v.get("mean", "—"), v.get("median", "—")] for k, v in leakage.items()]
-    elif leakage:
-        leak_rows = [["all", leakage.get("count", ""), leakage.get("mean", "—"), leakage.get("median", "—")]]
-    else:
-        leak_rows = []
-    leak_text = (_table(["Q&A", "count", "mean", "median"], leak_rows) if leak_rows else "Not computed for this export.")
+    model_rows = [[k, _values(vals)] for k, vals in lineage.items()]
+    leak_text = _leakage_table(leakage)
     return f"""---
 {yaml_text}---
 
@@ -140,6 +151,8 @@ is also subject to those models' terms.
   Vision Language Models", PAKDD 2025, arXiv 2502.10250. This dataset reproduces its pipeline; it is
   not the authors' release.
 {notes}
+## Citation
+
 ```bibtex
 {VISCON_BIBTEX}
 
