@@ -97,8 +97,8 @@ def test_429_honours_retry_after(double):
 
 
 def test_500s_timeouts_and_dropped_connections_are_retried(double):
-    double.hang_s = 3.0
-    b = backend(double, timeout_s=0.5)
+    double.hang_s = 1.0
+    b = backend(double, timeout_s=0.4)
     out = b.generate([Request.user("a [[500x2]]"), Request.user("b [[timeoutx1]]"), Request.user("c [[dropx2]]")])
     assert [r.status for r in out] == ["ok"] * 3
     assert [r.attempts for r in out] == [3, 2, 3]
@@ -157,3 +157,12 @@ def test_sampling_params_are_sent(double):
                                                                       stop=["\n"]))])
     body = double.log[0]
     assert (body["max_tokens"], body["temperature"], body["seed"], body["stop"]) == (33, 0.5, 7, ["\n"])
+
+
+def test_missing_image_is_a_row_not_a_crash(double, storage_root):
+    from viscon_dagster.core.models.request import ImageRef
+
+    gone = ImageRef(url=str(storage_root / "images" / "gone.png"), sha256="00" * 32)
+    out = backend(double).generate([Request.user("a", [gone]), Request.user("b")])
+    assert out[0].status == "error" and out[0].error_kind == "image_unreadable" and out[1].ok
+    assert double.calls == 1

@@ -80,3 +80,23 @@ def test_journal_on_s3(s3_root, double):
     j = Journal(s3_root / "journal")
     j.put(Response(fingerprint="x", model="m", backend="b", status="ok"))
     assert len(Journal(s3_root / "journal").load()) == 7
+
+
+def test_images_from_s3_travel_as_data_urls(s3_root, double):
+    import hashlib
+
+    from conftest import png_bytes
+
+    from viscon_dagster.core.models.request import ImageRef
+    from viscon_dagster.resources.models import OpenAIHTTPBackend
+
+    data = png_bytes("green")
+    p = s3_root / "images" / "g.png"
+    p.write_bytes(data)
+    ref = ImageRef.from_path(p)
+    assert ref.url.startswith("s3://") and ref.sha256 == hashlib.sha256(data).hexdigest()
+    out = OpenAIHTTPBackend(model="m", base_url=double.base_url, api_key="k").generate([Request.user("x", [ref])])
+    assert out[0].ok
+    import base64
+    url = double.log[0]["messages"][0]["content"][0]["image_url"]["url"]
+    assert base64.b64decode(url.split(",", 1)[1]) == data

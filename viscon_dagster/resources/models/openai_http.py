@@ -208,8 +208,11 @@ class OpenAIHTTPBackend(ModelBackend):
         try:
             msgs = req.messages
             use_rf = schema is not None and not run.prompt_mode
-            wire = await self._wire_messages(msgs if not schema or use_rf else
-                                             with_schema_instruction(msgs, schema))
+            try:
+                wire = await self._wire_messages(msgs if not schema or use_rf else
+                                                 with_schema_instruction(msgs, schema))
+            except OSError as e:  # the image is not in storage (any more): this row fails, not the run
+                return done(status="error", error_kind="image_unreadable", error=f"{type(e).__name__}: {e}"[:500])
             try:
                 ans = await self._call(run, req, wire, use_rf, calls)
             except openai.BadRequestError:
