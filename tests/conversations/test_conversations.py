@@ -104,6 +104,7 @@ def test_ids_are_stable_and_unique_for_repeated_samples():
     assert len(set(ids)) == 4
     assert ids[0] == f"{s['image_sha256'][:16]}-{s['doc_id'][:8]}-leaky-0"
     assert build_conversations([s, s], ["leaky", "captions"]).records == result.records
+    assert build_conversations(pa.Table.from_pylist([s, s]), ["leaky", "captions"]).records == result.records
 
 
 def test_invalid_items_are_dropped_and_empty_mixes_skipped_and_counted():

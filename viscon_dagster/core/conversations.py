@@ -159,11 +159,12 @@ _SKIP_REASON = {"captions": "no_caption", "free_form": "no_free_form", "mcq": "n
                 "separate": "no_caption_or_qa"}
 
 
-def build_conversations(samples: Iterable[dict[str, Any]], mixes: Iterable[str] = DEFAULT_MIXES,
+def build_conversations(samples: pa.Table | Iterable[dict[str, Any]], mixes: Iterable[str] = DEFAULT_MIXES,
                         seed: int = 0, mcq_answer: str = "letter") -> ConversationResult:
     """Conversation records for every requested mix (see the module doc for the rules).
 
-    Samples are the stage-7 rows (caption, noncontextual_caption, free_form, mcq, lineage). A sample
+    Samples are the stage-7 rows (caption, noncontextual_caption, free_form, mcq, lineage), as dicts
+    or a pyarrow table. A sample
     with no usable turns for a mix is skipped and counted under `skipped["<mix>:<reason>"]`; a
     `separate` sample missing one half still yields the other half.
     """
@@ -171,6 +172,8 @@ def build_conversations(samples: Iterable[dict[str, Any]], mixes: Iterable[str] 
     unknown = [m for m in mixes if m not in MIXES]
     if unknown or mcq_answer not in MCQ_ANSWER_STYLES:
         raise ValueError(f"unknown mix {unknown} (known: {MIXES}) or mcq_answer {mcq_answer!r}")
+    if isinstance(samples, pa.Table):
+        samples = samples.to_pylist()
     result = ConversationResult(records=[])
     seen: Counter = Counter()  # id prefix → records issued, keeps ids unique for repeated samples
     for s in samples:
@@ -202,6 +205,6 @@ def build_conversations(samples: Iterable[dict[str, Any]], mixes: Iterable[str] 
     return result
 
 
-def conversations_table(samples: Iterable[dict[str, Any]], mixes: Iterable[str] = DEFAULT_MIXES,
+def conversations_table(samples: pa.Table | Iterable[dict[str, Any]], mixes: Iterable[str] = DEFAULT_MIXES,
                         seed: int = 0) -> pa.Table:
     return build_conversations(samples, mixes, seed).table()

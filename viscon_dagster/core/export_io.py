@@ -40,28 +40,24 @@ def remove_tree(path: UPath) -> None:
         path.fs.rm(path.path, recursive=True)
 
 
-def list_files(folder: UPath) -> list[str]:
-    """Paths of every file below `folder`, relative to it, sorted."""
+def file_sizes(folder: UPath) -> dict[str, int]:
+    """{path relative to `folder`: bytes} for every file below it, from one listing (no per-file HEAD)."""
     if not folder.exists():
-        return []
+        return {}
     base = folder.path.rstrip("/") + "/"
-    return sorted(p[len(base):] for p in folder.fs.find(folder.path) if p.startswith(base))
-
-
-def tree_bytes(folder: UPath) -> int:
-    return sum(int(folder.fs.size((folder / rel).path)) for rel in list_files(folder))
+    found = folder.fs.find(folder.path, detail=True)
+    return {p[len(base):]: int(info.get("size") or 0) for p, info in sorted(found.items()) if p.startswith(base)}
 
 
 def copy_tree(src: UPath, dst: UPath, workers: int = 8) -> tuple[int, int]:
     """Copy every file below `src` to the same relative path below `dst`; (files, bytes)."""
-    def copy(rel: str) -> int:
+    def copy(rel: str) -> None:
         target = dst / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         with (src / rel).open("rb") as fin, target.open("wb") as fout:
             shutil.copyfileobj(fin, fout, length=8 << 20)
-        return int(src.fs.size((src / rel).path))
 
-    files = list_files(src)
+    sizes = file_sizes(src)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        sizes = list(pool.map(copy, files))
-    return len(files), sum(sizes)
+        list(pool.map(copy, sizes))
+    return len(sizes), sum(sizes.values())

@@ -159,7 +159,8 @@ class ParquetExport:
         groups: dict[tuple[str, str], list] = {}
         for r in rows:
             image = images[r["image"]]
-            groups.setdefault((r["mix"], r["split"]), []).append((self.make_row(r, image), estimate_row_bytes(r, image)))
+            row = (self.make_row(r, image), estimate_row_bytes(r, image))
+            groups.setdefault((r["mix"], r["split"]), []).append(row)
         for (mix, split), group in groups.items():
             writer = self._writers.get((mix, split))
             if writer is None:

@@ -25,7 +25,7 @@ import pyarrow as pa
 from upath import UPath
 
 from viscon_dagster.core.export_card import render_card
-from viscon_dagster.core.export_io import copy_tree, list_files, read_images, remove_tree, tree_bytes
+from viscon_dagster.core.export_io import copy_tree, file_sizes, read_images, remove_tree
 from viscon_dagster.core.export_llava import LlavaWriter
 from viscon_dagster.core.export_parquet import DEFAULT_MAX_SHARD_BYTES, hf_export, idefics_export
 from viscon_dagster.core.export_split import DEFAULT_TEST_FRACTION, split_for
@@ -84,12 +84,13 @@ def export_conversations(tables: Iterable[pa.Table], root: UPath, out: UPath, *,
     summary = ExportSummary(out=str(out))
     lineage: dict[str, set[str]] = {c: set() for c in CARD_LINEAGE}
     exported_images: set[str] = set()
+    missing_images: set[str] = set()
     for table in tables:
         for batch in table.to_batches(max_chunksize=chunk_rows):
             rows = [r for r in batch.to_pylist() if wanted is None or r["mix"] in wanted]
             summary.records_in += len(rows)
             images, missing = read_images(root, (r["image"] for r in rows), workers)
-            summary.missing_images += len(missing)
+            missing_images |= missing
             ok = [r for r in rows if r["image"] in images]
             summary.records_missing_image += len(rows) - len(ok)
             for r in ok:
@@ -100,7 +101,7 @@ def export_conversations(tables: Iterable[pa.Table], root: UPath, out: UPath, *,
                         lineage[c].add(r[c])
             for w in active.values():
                 w.write(ok, images)
-    summary.images = len(exported_images)
+    summary.images, summary.missing_images = len(exported_images), len(missing_images)
     for name, w in active.items():
         w.close()
         summary.counts[name] = _nested(w.counts)
@@ -109,8 +110,9 @@ def export_conversations(tables: Iterable[pa.Table], root: UPath, out: UPath, *,
                            pretty_name=pretty_name, default_mix=default_mix)
         (out / "hf" / "README.md").write_text(card, encoding="utf-8")
     for name in active:
-        summary.files[name] = [f"{name}/{rel}" for rel in list_files(out / name)]
-        summary.bytes[name] = tree_bytes(out / name)
+        sizes = file_sizes(out / name)
+        summary.files[name] = [f"{name}/{rel}" for rel in sizes]
+        summary.bytes[name] = sum(sizes.values())
     return summary
 
 
