@@ -145,6 +145,9 @@ def test_noncontextual_record_names_the_control_captioner():
     s["noncontextual_caption_model"] = "plain-vlm"
     rec = build_conversations([s], ["noncontextual"]).records[0]
     assert rec["caption_model"] == "plain-vlm" and rec["content"] == "noncontextual_caption"
+    assert rec["caption_prompt_version"] == "caption-v1"  # no control prompt version given: the sample's
+    s["noncontextual_caption_prompt_version"] = "plain-v1"
+    assert build_conversations([s], ["noncontextual"]).records[0]["caption_prompt_version"] == "plain-v1"
 
 
 def test_unknown_mix_is_rejected():

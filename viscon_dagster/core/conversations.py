@@ -198,8 +198,10 @@ def build_conversations(samples: pa.Table | Iterable[dict[str, Any]], mixes: Ite
                 seen[prefix] += 1
                 record = {"id": f"{prefix}-{n}", "mix": mix, "content": label, "image": s["image_path"],
                           "conversations": to_conversation(turns), **lineage}
-                if mix == "noncontextual":
+                if mix == "noncontextual":  # lineage of the control caption, not the contextual one
                     record["caption_model"] = s.get("noncontextual_caption_model")
+                    record["caption_prompt_version"] = s.get("noncontextual_caption_prompt_version",
+                                                             s.get("caption_prompt_version"))
                 result.records.append(record)
                 result.records_per_mix[mix] += 1
     return result
