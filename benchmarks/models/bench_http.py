@@ -65,6 +65,45 @@ def run_ours(base_url: str, concurrency: int, n: int, journal: bool) -> dict:
     return {"ok": ok, "wall_s": wall, "cpu_s": cpu}
 
 
+def run_raw(base_url: str, concurrency: int, n: int, via: str) -> dict:
+    """Baselines without our layer: the bare openai client (its POST), or bare aiohttp."""
+    import asyncio
+
+    import aiohttp
+    import httpx2
+    import openai
+
+    body = {"model": "gpt-4o-mini", "max_tokens": 16}
+
+    async def main() -> int:
+        sem = asyncio.Semaphore(concurrency)
+        if via == "openai":
+            client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-bench", max_retries=0,
+                                        http_client=openai.DefaultAioHttpClient(limits=httpx2.Limits(
+                                            max_connections=concurrency, max_keepalive_connections=concurrency)))
+
+            async def one(i):
+                async with sem:
+                    r = await client.post("/chat/completions", cast_to=httpx2.Response,
+                                          body={**body, "messages": [{"role": "user", "content": f"raw {i}"}]})
+                    return r.json()["choices"][0]["message"]["content"] is not None
+            try:
+                return sum(await asyncio.gather(*(one(i) for i in range(n))))
+            finally:
+                await client.close()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as s:
+            async def one(i):
+                async with sem:
+                    async with s.post(f"{base_url}/chat/completions", headers={"Authorization": "Bearer sk-bench"},
+                                      json={**body, "messages": [{"role": "user", "content": f"raw {i}"}]}) as r:
+                        return (await r.json())["choices"][0]["message"]["content"] is not None
+            return sum(await asyncio.gather(*(one(i) for i in range(n))))
+
+    c0, t0 = cpu_s(), time.perf_counter()
+    ok = asyncio.run(main())
+    return {"ok": ok, "wall_s": time.perf_counter() - t0, "cpu_s": cpu_s() - c0}
+
+
 def run_curator(python: str, base_url: str, concurrency: int, n: int) -> dict:
     script = Path(__file__).with_name("bench_curator.py")
     with tempfile.TemporaryDirectory() as cache:
@@ -84,6 +123,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
     ap.add_argument("--waves", type=int, default=8)
     ap.add_argument("--curator-python", default=None)
+    ap.add_argument("--baselines", action="store_true", help="also the bare openai client and bare aiohttp")
     args = ap.parse_args()
     server, base_url = start_server(args.latency)
     rows = []
@@ -95,7 +135,10 @@ def main() -> None:
             for name, fn in (("viscon (no journal)", lambda: run_ours(base_url, c, n, False)),
                              ("viscon (local journal)", lambda: run_ours(base_url, c, n, True)),
                              *((("curator", lambda: run_curator(args.curator_python, base_url, c, n)),)
-                               if args.curator_python else ())):
+                               if args.curator_python else ()),
+                             *((("bare openai client (baseline)", lambda: run_raw(base_url, c, n, "openai")),
+                                ("bare aiohttp (baseline)", lambda: run_raw(base_url, c, n, "aiohttp")))
+                               if args.baselines else ())):
                 r = fn()
                 if "error" in r:
                     rows.append(f"| {name} | {c} | {n} | failed: {r['error'].splitlines()[-1][:120]} | | | | |")
@@ -107,8 +150,9 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(10)
+    load = os.getloadavg()[0]
     print(f"\nLoopback OpenAI-compatible server, fixed latency {args.latency * 1000:.0f} ms, unlimited capacity; "
-          f"{os.cpu_count()} CPU cores shared by server and client.\n")
+          f"{os.cpu_count()} CPU cores shared by server and client (load average {load:.1f} at the end).\n")
     print("| client | concurrency | requests | ok | wall s | req/s | of ideal | client CPU ms/req |")
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
