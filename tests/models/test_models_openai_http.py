@@ -166,3 +166,40 @@ def test_missing_image_is_a_row_not_a_crash(double, storage_root):
     out = backend(double).generate([Request.user("a", [gone]), Request.user("b")])
     assert out[0].status == "error" and out[0].error_kind == "image_unreadable" and out[1].ok
     assert double.calls == 1
+
+
+def test_a_400_for_another_reason_does_not_switch_to_prompt_mode(double):
+    orig = double.answer
+
+    def always_400(body):
+        return 400, {}, {"error": {"message": "image too large", "type": "invalid_request_error"}}
+
+    double.answer = always_400
+    b = backend(double)
+    out = b.generate([Request.user("y", json_schema=SCHEMA)])
+    assert out[0].status == "error" and out[0].error_kind == "bad_request" and not b._prompt_mode_learned
+    double.answer = orig
+    b.generate([Request.user("y2", json_schema=SCHEMA)])
+    assert "response_format" in double.log[-1]  # still asks the server to enforce the schema
+
+
+def test_failed_repair_call_keeps_the_paid_answer(double, storage_root):
+    b = backend(double, max_attempts=1)
+    orig = double.answer
+    seen = []
+
+    def first_bad_then_500(body):
+        seen.append(body)
+        if len(seen) == 1:
+            return 200, {}, {"choices": [{"index": 0, "finish_reason": "stop",
+                                          "message": {"role": "assistant", "content": "not json"}}],
+                             "usage": {"prompt_tokens": 5, "completion_tokens": 2}}
+        return 500, {}, {"error": {"message": "down"}}
+
+    double.answer = first_bad_then_500
+    out = b.generate([Request.user("z", json_schema=SCHEMA)], journal_dir=storage_root / "j")
+    double.answer = orig
+    assert out[0].status == "unparsable" and out[0].text == "not json" and "repair call failed" in out[0].error
+    assert out[0].usage.prompt_tokens == 5
+    again = b.generate([Request.user("z", json_schema=SCHEMA)], journal_dir=storage_root / "j")
+    assert again[0].cached and len(seen) == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from typing import Any
 
@@ -114,8 +115,9 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
 
     async def _generate(self, requests, fingerprints, emit, journal) -> None:
         by_fp = {fp: (j, req) for j, (fp, req) in enumerate(zip(fingerprints, requests))}
-        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or "EMPTY", max_retries=5,
-                                    timeout=self.timeout_s)
+        # few calls, each worth retrying: the client's own retries (backoff, Retry-After) suffice here
+        client = openai.AsyncOpenAI(base_url=self.base_url, max_retries=self.max_attempts - 1, timeout=self.timeout_s,
+                                    api_key=self.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY")
         done: set[str] = set()
 
         async def deliver(fp: str, resp: Response) -> None:

@@ -162,7 +162,7 @@ class OpenAIHTTPBackend(ModelBackend):
             kw["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": req.schema_name, "schema": req.json_schema, "strict": True}}
         kw.update(self.extra_body)
-        est = min(self._estimate_tokens(req), int(self.tokens_per_minute or 1 << 30))
+        est = min(self._estimate_tokens(req), int(self.tokens_per_minute)) if run.tpm else 0
 
         async def send() -> dict:
             if run.rpm:
@@ -218,12 +218,12 @@ class OpenAIHTTPBackend(ModelBackend):
             except openai.BadRequestError:
                 if not (use_rf and self.structured_output == "auto"):
                     raise
-                # the server does not take response_format: ask for the JSON in the prompt from now on
-                run.prompt_mode = True
-                self._prompt_mode_learned = True
+                # maybe the server does not take response_format: try the schema in the prompt, and if that
+                # works, keep doing so (a 400 for another reason fails again and changes nothing)
                 use_rf = False
                 wire = await self._wire_messages(with_schema_instruction(msgs, schema))
                 ans = await self._call(run, req, wire, use_rf, calls)
+                run.prompt_mode = self._prompt_mode_learned = True
             usage = _add(usage, ans.usage)
             if reason := detect_refusal(ans.text, ans.refusal, ans.finish_reason):
                 return done(status="refused", text=ans.text, error_kind="refusal", error=reason,
@@ -234,7 +234,11 @@ class OpenAIHTTPBackend(ModelBackend):
             if why and self.repair_retry:
                 fixed = repair_messages(msgs if use_rf else with_schema_instruction(msgs, schema), ans.text, why,
                                         schema)
-                ans2 = await self._call(run, req, await self._wire_messages(fixed), use_rf, calls)
+                try:
+                    ans2 = await self._call(run, req, await self._wire_messages(fixed), use_rf, calls)
+                except openai.OpenAIError as e:  # the first answer was paid for: keep it, as unparsable
+                    return done(status="unparsable", text=ans.text, error_kind="unparsable", finish_reason=ans.finish_reason,
+                                error=f"{why}; repair call failed: {type(e).__name__}"[:500])
                 usage = _add(usage, ans2.usage)
                 if reason := detect_refusal(ans2.text, ans2.refusal, ans2.finish_reason):
                     return done(status="refused", text=ans2.text, error_kind="refusal", error=reason,
