@@ -203,3 +203,11 @@ def test_failed_repair_call_keeps_the_paid_answer(double, storage_root):
     assert out[0].usage.prompt_tokens == 5
     again = b.generate([Request.user("z", json_schema=SCHEMA)], journal_dir=storage_root / "j")
     assert again[0].cached and len(seen) == 2
+
+
+def test_model_label_keys_the_journal(double, storage_root):
+    a = backend(double, model="/old/path/captioner", model_label="captioner-v1")
+    b = backend(double, model="/new/path/captioner", model_label="captioner-v1")
+    a.generate([Request.user("same")], journal_dir=storage_root / "j")
+    out = b.generate([Request.user("same")], journal_dir=storage_root / "j")
+    assert out[0].cached and out[0].model == "captioner-v1" and double.calls == 1

@@ -72,6 +72,9 @@ class ModelBackend(dg.ConfigurableResource):
         default_factory=dict, description="USD per 1M [input, output] tokens by model id, over the defaults")
     batch_discount: float = Field(0.5, description="fraction off for batch API calls")
     compact_journal: bool = Field(True, description="fold journal entries into one segment after a call")
+    model_label: str | None = Field(
+        None, description="id recorded in fingerprints and rows (default: `model`); set it to keep the journal "
+                          "valid when a local checkpoint moves but its weights do not")
 
     _last_wall_s: float = PrivateAttr(0.0)
 
@@ -81,8 +84,8 @@ class ModelBackend(dg.ConfigurableResource):
 
     @property
     def model_id(self) -> str:
-        """The id that enters fingerprints and rows (a local path's basename is not enough: keep it all)."""
-        return self.model
+        """The id that enters fingerprints and rows."""
+        return self.model_label or self.model
 
     # -- what subclasses implement ------------------------------------------------------------
     async def _generate(self, requests: list[Request], fingerprints: list[str], emit: Emit,

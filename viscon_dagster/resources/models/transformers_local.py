@@ -132,7 +132,7 @@ class TransformersLocalBackend(ModelBackend):
         else:
             inputs = st.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         inputs = inputs.to(st.device)
-        p = reqs[0].params  # batches are grouped by params and schema
+        p = reqs[0].params  # batches are grouped by params, schema and having images
         gen: dict[str, Any] = dict(max_new_tokens=p.max_tokens, pad_token_id=st.tokenizer.pad_token_id,
                                    eos_token_id=st.tokenizer.eos_token_id)
         if p.temperature > 0:
@@ -169,7 +169,8 @@ class TransformersLocalBackend(ModelBackend):
     async def _generate(self, requests, fingerprints, emit, journal) -> None:
         groups: dict[str, list[int]] = {}
         for j, r in enumerate(requests):
-            key = json.dumps([r.json_schema, r.params.model_dump()], sort_keys=True)
+            # one generate call needs one schema, one set of sampling params, and images for all or none
+            key = json.dumps([r.json_schema, r.params.model_dump(), bool(r.images())], sort_keys=True)
             groups.setdefault(key, []).append(j)
         for idx in groups.values():
             for k in range(0, len(idx), self.batch_size):
