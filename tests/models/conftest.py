@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # the double is imported by tests and by subprocesses
-
-from openai_double import OpenAIDouble  # noqa: E402
+from tests.models.openai_double import OpenAIDouble
 
 
 @pytest.fixture

@@ -85,7 +85,7 @@ def test_journal_on_s3(s3_root, double):
 def test_images_from_s3_travel_as_data_urls(s3_root, double):
     import hashlib
 
-    from conftest import png_bytes
+    from tests.models.conftest import png_bytes
 
     from viscon_dagster.core.models.request import ImageRef
     from viscon_dagster.resources.models import OpenAIHTTPBackend
