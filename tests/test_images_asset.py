@@ -4,7 +4,8 @@ from collections import Counter
 
 import dagster as dg
 
-from viscon_dagster.definitions import SHARD_JOB, build_definitions, image_fetcher
+from viscon_dagster.definitions import SHARD_JOB, build_definitions
+from viscon_dagster.environment import image_fetcher
 from viscon_dagster.partitions import record_shards
 
 

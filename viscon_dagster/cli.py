@@ -25,6 +25,7 @@ def _instance():
 
     home = settings.dagster_home()
     home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").touch()  # defaults: SQLite storage in this folder
     os.environ["DAGSTER_HOME"] = str(home)
     return DagsterInstance.get()
 
@@ -39,12 +40,11 @@ def cmd_sample(args) -> list[Path]:
 
 
 def cmd_models_tiny(args) -> Path:
-    from viscon_dagster.core.tiny_tokenizer import save_pretrained_tokenizer
+    from viscon_dagster.core.models.tiny import build_tiny_models
 
     out = Path(args.out or settings.models_dir())
-    lm = out / "tiny-lm"
-    save_pretrained_tokenizer(lm)
-    print(f"tiny models in {out}")
+    for role, path in build_tiny_models(out).items():
+        print(f"tiny {role}: {path}")
     return out
 
 
@@ -68,6 +68,14 @@ def cmd_shards_list(args) -> None:
         print(key)
 
 
+# The demo's tiny random models write noise; short generations keep the demo to minutes.
+DEMO_RUN_CONFIG = {
+    "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+    "ops": {"captions": {"config": {"max_tokens": 48, "temperature": 1.0}},
+            "qa_pairs": {"config": {"max_tokens": 640, "temperature": 1.0}}},
+}
+
+
 def materialize_shards(keys: list[str]) -> list[bool]:
     """Run the shard job for each partition on the persistent instance (visible in the UI)."""
     from viscon_dagster.definitions import SHARD_JOB, defs
@@ -77,7 +85,7 @@ def materialize_shards(keys: list[str]) -> list[bool]:
     results = []
     for key in keys:
         result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
-                                        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+                                        run_config=DEMO_RUN_CONFIG)
         print(f"  {key}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
         results.append(result.success)
     return results
@@ -87,16 +95,23 @@ def cmd_demo(args) -> int:
     sample = settings.sample_dir()
     if args.fresh or not (sample / "shards").exists():
         cmd_sample(argparse.Namespace(out=str(sample), shards=4, docs=72, seed=0))
-    if args.fresh or not (settings.models_dir() / "tiny-lm").exists():
+    if args.fresh or not (settings.models_dir() / "tiny_models.json").exists():
         cmd_models_tiny(argparse.Namespace(out=None))
     keys = cmd_shards_register(argparse.Namespace(source=str(sample / "shards")))
     print(f"materializing {len(keys)} shard partitions …")
     ok = materialize_shards(keys)
-    from viscon_dagster.definitions import defs
+    from viscon_dagster.definitions import RELEASE_JOB, defs
 
+    release = defs.resolve_job_def(RELEASE_JOB).execute_in_process(
+        instance=_instance(), raise_on_error=False, run_config={"loggers": DEMO_RUN_CONFIG["loggers"]})
+    ok.append(release.success)
     root = defs.resources["storage"].root_url
-    print(f"\nstorage root: {root}\n  filtered docs: {root}/filtered_docs/<shard>.parquet"
+    print(f"\nstorage root: {root}"
+          f"\n  per shard:     {root}/<asset>/<shard>.parquet  (filtered_docs, images, captions, qa_pairs, "
+          f"unique_qa_pairs, conversations)"
           f"\n  rejects:       {root}/filtered_docs_rejects/<shard>.parquet"
+          f"\n  the dataset:   {root}/viscon_100k_release/  (llava/, idefics/, hf/ with README.md)"
+          f"\n  release run:   {'ok' if release.success else 'FAILED'}"
           f"\nDagster instance: {settings.dagster_home()} (open the UI with `viscon ui`)")
     return 0 if all(ok) else 1
 

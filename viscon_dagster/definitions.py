@@ -6,64 +6,55 @@ variables or `build_definitions(...)`; asset code never does.
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
+from viscon_dagster.assets.chain import ChainSpec, build_chain
 from viscon_dagster.assets.docs import filtered_docs
 from viscon_dagster.assets.images import images
 from viscon_dagster.automation import ShardSourceResource, obelics_shard_sensor
+from viscon_dagster.environment import env_secret, image_fetcher, model_backend, s3_resource
 from viscon_dagster.partitions import obelics_shards
-from viscon_dagster.settings import sample_dir
+from viscon_dagster.resources.embedder import EmbedderResource
+from viscon_dagster.resources.hub import HubResource
 from viscon_dagster.resources.image_fetcher import ImageFetcherResource
 from viscon_dagster.resources.io_manager import ParquetIOManager
+from viscon_dagster.resources.models import ModelBackend
 from viscon_dagster.resources.storage import StorageResource
 from viscon_dagster.resources.tokenizer import TokenizerResource
 
 SHARD_JOB = "shard_chain"
-
-
-def _env_secret(name: str):
-    """An EnvVar reference when the variable is set (its value never enters config or logs)."""
-    return dg.EnvVar(name) if os.environ.get(name) else None
-
-
-def s3_resource() -> S3Resource:
-    return S3Resource(
-        endpoint_url=os.environ.get("VISCON_S3_ENDPOINT_URL") or None,
-        region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
-        aws_access_key_id=_env_secret("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=_env_secret("AWS_SECRET_ACCESS_KEY"),
-        aws_session_token=_env_secret("AWS_SESSION_TOKEN"),
-    )
-
-
-def image_fetcher(**overrides) -> ImageFetcherResource:
-    """file:// image URLs are read only under `VISCON_IMAGE_FILE_ROOTS` (os.pathsep-separated),
-    by default the bundled sample's image folder."""
-    roots = os.environ.get("VISCON_IMAGE_FILE_ROOTS")
-    allowed = roots.split(os.pathsep) if roots else [str(sample_dir() / "images")]
-    return ImageFetcherResource(**{"allowed_file_roots": allowed, **overrides})
+RELEASE_JOB = "release"
 
 
 def build_definitions(storage_root: str | None = None, s3: S3Resource | None = None,
                       tokenizer: str | None = None, fetcher: ImageFetcherResource | None = None,
+                      caption_model: ModelBackend | None = None, qa_model: ModelBackend | None = None,
                       ) -> dg.Definitions:
     storage = StorageResource(root=storage_root, s3=s3 or s3_resource())
-    per_shard = [filtered_docs, images]
+    teacher_chain = build_chain(ChainSpec(partitions_def=obelics_shards))
+    assets = [filtered_docs, images, *teacher_chain]
+    # the non-contextual control is materialized on request only; releases read every shard
+    per_shard = [a for a in assets if a.partitions_def is not None and a.key != dg.AssetKey("noncontextual_captions")]
+    releases = [a for a in assets if a.partitions_def is None]
     shard_chain = dg.define_asset_job(SHARD_JOB, selection=dg.AssetSelection.assets(*per_shard),
                                       partitions_def=obelics_shards,
                                       description="Every per-shard asset, for one shard partition.")
+    release = dg.define_asset_job(RELEASE_JOB, selection=dg.AssetSelection.assets(*releases),
+                                  description="Export every materialized shard's conversations.")
     return dg.Definitions(
-        assets=per_shard,
-        jobs=[shard_chain],
+        assets=assets,
+        jobs=[shard_chain, release],
         sensors=[obelics_shard_sensor],
         resources={
             "storage": storage,
             "io_manager": ParquetIOManager(storage=storage),
             "tokenizer": TokenizerResource(name_or_path=tokenizer),
             "image_fetcher": fetcher or image_fetcher(),
+            "caption_model": caption_model or model_backend("caption"),
+            "qa_model": qa_model or model_backend("qa"),
+            "embedder": EmbedderResource(),
+            "hub": HubResource(token=env_secret("HF_TOKEN")),
             "shard_source": ShardSourceResource(),
         },
     )

@@ -10,9 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
+from viscon_dagster.core.leakage import leakage_score
+from viscon_dagster.core.models.request import Request, Response, SamplingParams
+from viscon_dagster.core.prompts import QA_PROMPT_VERSION, QA_SYSTEM, qa_json_schema, qa_prompt
+
 LETTERS = ("A", "B", "C", "D")
 QA_REASONS = ("malformed_item", "empty_question", "empty_answer", "not_four_options", "empty_option",
-              "duplicate_options", "bad_answer_letter", "not_an_object")
+              "duplicate_options", "bad_answer_letter", "not_an_object", "no_items",
+              "refused", "unparsable", "error")  # the last three: the model's answer as a whole failed
 
 
 @dataclass
@@ -75,3 +82,38 @@ def validate_qa(payload: Any) -> list[QAItem]:
     items = [_free_form(i, x) for i, x in enumerate(payload.get("free_form") or [])]
     items += [_mcq(i, x) for i, x in enumerate(payload.get("mcq") or [])]
     return items
+
+
+QA_SCHEMA = pa.schema([
+    ("shard", pa.string()), ("doc_id", pa.string()), ("doc_url", pa.string()), ("position", pa.int32()),
+    ("image_sha256", pa.string()), ("kind", pa.string()), ("item_index", pa.int32()),
+    ("question", pa.string()), ("answer", pa.string()), ("options", pa.list_(pa.string())),
+    ("answer_text", pa.string()), ("valid", pa.bool_()), ("reason", pa.string()), ("leakage", pa.float32()),
+    ("qa_model", pa.string()), ("prompt_version", pa.string()), ("caption_fingerprint", pa.string()),
+    ("fingerprint", pa.string()), ("from_journal", pa.bool_()),
+])
+
+
+def qa_request(caption: str, n_free: int, n_mcq: int, params: SamplingParams) -> Request:
+    return Request.user(qa_prompt(caption, n_free, n_mcq), system=QA_SYSTEM,
+                        json_schema=qa_json_schema(n_free, n_mcq), schema_name="qa_pairs", params=params)
+
+
+def qa_rows(caption: dict, response: Response) -> list[dict]:
+    """Every item of one caption's answer as a row, valid or with its reason (nothing dropped)."""
+    if response.ok:
+        items = validate_qa(response.parsed)
+        if not items:
+            items = [QAItem("response", 0, "", "", None, "no_items")]
+    else:  # refused, unparsable or error: one row records the failed answer
+        items = [QAItem("response", 0, "", "", None, response.status)]
+    base = {k: caption[k] for k in ("shard", "doc_id", "doc_url", "position", "image_sha256")}
+    return [{
+        **base, "kind": it.kind, "item_index": it.index, "question": it.question or None,
+        "answer": it.answer or None, "options": it.options, "answer_text": it.answer_text or None,
+        "valid": it.valid, "reason": it.reason,
+        "leakage": leakage_score(it.answer_text, caption["caption"]) if it.valid else None,
+        "qa_model": response.model, "prompt_version": QA_PROMPT_VERSION,
+        "caption_fingerprint": caption["fingerprint"], "fingerprint": response.fingerprint,
+        "from_journal": response.cached,
+    } for it in items]

@@ -45,3 +45,23 @@ def find_duplicates(embeddings: np.ndarray, groups: list[str], threshold: float 
         j, s = max(same or kept, key=lambda js: (js[1], -js[0]))
         dropped[i] = Duplicate(i, j, round(s, 4), "image" if same else "shard")
     return list(dropped.values())
+
+
+def mark_duplicates(rows: list[dict], embeddings: np.ndarray, threshold: float) -> list[dict]:
+    """`rows` (valid Q&A rows, in a fixed order) with `kept`, `duplicate_of`, `similarity`, `dup_scope`.
+
+    `duplicate_of` names the kept question as `<doc_id>:<position>:<kind>:<item_index>`.
+    """
+    found = {d.index: d for d in find_duplicates(embeddings, [r["image_sha256"] for r in rows], threshold)}
+    out = []
+    for i, row in enumerate(rows):
+        d = found.get(i)
+        kept_row = rows[d.duplicate_of] if d else None
+        out.append({**row, "kept": d is None,
+                    "duplicate_of": qa_key(kept_row) if kept_row else None,
+                    "similarity": d.similarity if d else None, "dup_scope": d.scope if d else None})
+    return out
+
+
+def qa_key(row: dict) -> str:
+    return f"{row['doc_id']}:{row['position']}:{row['kind']}:{row['item_index']}"

@@ -1,0 +1,224 @@
+"""The VisCon chain, built once: captions → Q&A → dedup → conversations (stages 4–8).
+
+`build_chain(ChainSpec(...))` returns the partitioned assets for one caption model. The teacher
+chain (VisCon-100K) is its first instance; the trained captioner's chain (VisCon-1M) is another,
+with its own key prefix and partitions. Each asset reads its inputs, calls `core/`, writes a
+table and reports metadata and a great-expectations check — nothing else lives here.
+"""
+
+from dataclasses import dataclass
+
+import dagster as dg
+import pyarrow as pa
+
+from viscon_dagster.assets.exports import release_asset
+from viscon_dagster.assets.metadata import table_metadata
+from viscon_dagster.checks.caption_checks import captions_check_spec, check_captions
+from viscon_dagster.checks.conversation_checks import check_conversations, conversations_check_spec
+from viscon_dagster.checks.qa_checks import check_qa, qa_check_spec
+from viscon_dagster.core.captions import CAPTIONS_SCHEMA, caption_jobs, caption_request, caption_rows
+from viscon_dagster.core.conversations import MIXES, build_conversations
+from viscon_dagster.core.leakage import summarize as leakage_summary
+from viscon_dagster.core.models.request import ImageRef, SamplingParams
+from viscon_dagster.core.qa import QA_SCHEMA, qa_request, qa_rows
+from viscon_dagster.core.question_dedup import mark_duplicates
+from viscon_dagster.core.samples import image_samples
+from viscon_dagster.resources.embedder import EmbedderResource
+from viscon_dagster.resources.models.base import ModelBackend
+from viscon_dagster.resources.storage import StorageResource, read_parquet
+from viscon_dagster.resources.tokenizer import TokenizerResource
+
+
+class CaptionConfig(dg.Config):
+    context_tokens: int = 1500   # token budget of the page context around the image
+    max_tokens: int = 384        # longest caption
+    temperature: float = 0.0
+    min_chars: int = 20
+    max_chars: int = 4000
+
+
+class QAConfig(dg.Config):
+    n_free_form: int = 3
+    n_mcq: int = 2
+    max_tokens: int = 768
+    temperature: float = 0.0
+
+
+class DedupConfig(dg.Config):
+    threshold: float = 0.9  # cosine similarity at or above which a question is a near duplicate
+
+
+class ConversationsConfig(dg.Config):
+    mixes: list[str] = list(MIXES)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ChainSpec:
+    partitions_def: dg.PartitionsDefinition
+    caption_model_key: str = "caption_model"   # the resource that writes this chain's captions
+    qa_model_key: str = "qa_model"
+    key_prefix: tuple[str, ...] = ()           # e.g. ("viscon_1m",)
+    group: str = "viscon_100k"
+    release_name: str = "viscon_100k_release"
+    docs_key: dg.AssetKey = dg.AssetKey("filtered_docs")
+    images_key: dg.AssetKey = dg.AssetKey("images")
+
+    def key(self, name: str) -> dg.AssetKey:
+        return dg.AssetKey([*self.key_prefix, name])
+
+
+def _journal(storage: StorageResource, key: dg.AssetKey, partition: str):
+    """Pay-once journal next to the partition's output."""
+    return storage.path(*key.path, "_journal", partition)
+
+
+def _remaining(context: dg.AssetExecutionContext) -> int:
+    """Partitions of this asset not materialized yet (for the cost projection)."""
+    pdef = context.assets_def.partitions_def
+    all_keys = set(pdef.get_partition_keys(dynamic_partitions_store=context.instance))
+    done = context.instance.get_materialized_partitions(context.asset_key)
+    return len(all_keys - set(done) - {context.partition_key})
+
+
+def _status_counts(table: pa.Table, column: str = "status") -> dict[str, int]:
+    counts = table.group_by(column).aggregate([([], "count_all")]).to_pylist()
+    return {str(r[column]): r["count_all"] for r in counts}
+
+
+def _caption_asset(spec: ChainSpec, name: str, contextual: bool, description: str):
+    key = spec.key(name)
+
+    @dg.asset(
+        key=key, partitions_def=spec.partitions_def, group_name=spec.group, kinds={"parquet"},
+        ins={"docs": dg.AssetIn(spec.docs_key), "images": dg.AssetIn(spec.images_key)},
+        required_resource_keys={spec.caption_model_key, "storage", "tokenizer"}, check_specs=[captions_check_spec(key)],
+        pool="gpu", tags={"viscon/accelerator": "gpu"}, code_version="1", description=description,
+    )
+    def _captions(context: dg.AssetExecutionContext, config: CaptionConfig, docs: pa.Table, images: pa.Table):
+        model: ModelBackend = getattr(context.resources, spec.caption_model_key)
+        storage: StorageResource = context.resources.storage
+        tokenizer: TokenizerResource = context.resources.tokenizer
+        count = lambda text: tokenizer.count_tokens([text])[0]  # noqa: E731
+        jobs = caption_jobs(docs, images, context.partition_key, contextual, config.context_tokens, count)
+        params = SamplingParams(max_tokens=config.max_tokens, temperature=config.temperature)
+        options = storage.storage_options()
+        requests = [caption_request(j, ImageRef(url=str(storage.path(j.image_path)), sha256=j.image_sha256,
+                                                storage_options=options, mime="image/jpeg"), params)
+                    for j in jobs]
+        responses = model.generate(requests, journal_dir=_journal(storage, key, context.partition_key))
+        table = pa.Table.from_pylist(caption_rows(jobs, responses, contextual, config.min_chars, config.max_chars),
+                                     schema=CAPTIONS_SCHEMA)
+        yield dg.Output(table, metadata={
+            **table_metadata(table, ["doc_id", "position", "status", "caption"]),
+            "caption_model": model.model_id, "backend": model.backend_name,
+            "status_counts": dg.MetadataValue.json(_status_counts(table)),
+            **model.metadata(responses, remaining_partitions=_remaining(context)),
+        })
+        yield check_captions(table.to_pandas(), config.min_chars, config.max_chars, key)
+
+    return _captions
+
+
+def _qa_asset(spec: ChainSpec):
+    key = spec.key("qa_pairs")
+
+    @dg.asset(
+        key=key, partitions_def=spec.partitions_def, group_name=spec.group, kinds={"parquet"},
+        ins={"captions": dg.AssetIn(spec.key("captions"))}, required_resource_keys={spec.qa_model_key, "storage"},
+        check_specs=[qa_check_spec(key)], pool="gpu", tags={"viscon/accelerator": "gpu"}, code_version="1",
+        description="Free-form and multiple-choice Q&A written from each caption's text; every item validated, "
+                    "invalid ones kept with their reason; leakage = answerability from the caption.",
+    )
+    def _qa_pairs(context: dg.AssetExecutionContext, config: QAConfig, captions: pa.Table):
+        model: ModelBackend = getattr(context.resources, spec.qa_model_key)
+        storage: StorageResource = context.resources.storage
+        usable = captions.filter(pa.compute.equal(captions["status"], "ok")).to_pylist()
+        params = SamplingParams(max_tokens=config.max_tokens, temperature=config.temperature)
+        requests = [qa_request(c["caption"], config.n_free_form, config.n_mcq, params) for c in usable]
+        responses = model.generate(requests, journal_dir=_journal(storage, key, context.partition_key))
+        rows = [row for c, r in zip(usable, responses, strict=True) for row in qa_rows(c, r)]
+        table = pa.Table.from_pylist(rows, schema=QA_SCHEMA)
+        valid = table.filter(table["valid"])
+        yield dg.Output(table, metadata={
+            **table_metadata(table, ["kind", "question", "answer", "valid", "reason"]),
+            "qa_model": model.model_id, "backend": model.backend_name,
+            "valid_items": valid.num_rows,
+            "invalid_by_reason": dg.MetadataValue.json(_status_counts(table.filter(pa.compute.invert(table["valid"])), "reason")
+                                                       if valid.num_rows < table.num_rows else {}),
+            "leakage": dg.MetadataValue.json(leakage_summary(valid["leakage"].to_pylist())),
+            **model.metadata(responses, remaining_partitions=_remaining(context)),
+        })
+        yield check_qa(table.to_pandas(), key)
+
+    return _qa_pairs
+
+
+def _dedup_asset(spec: ChainSpec):
+    @dg.asset(
+        key=spec.key("unique_qa_pairs"), partitions_def=spec.partitions_def, group_name=spec.group,
+        kinds={"parquet"}, ins={"qa_pairs": dg.AssetIn(spec.key("qa_pairs"))}, code_version="1",
+        description="Valid Q&A with near-duplicate questions (cosine ≥ threshold, within an image and within the "
+                    "shard) marked kept=false, with the kept question they repeat.",
+    )
+    def _unique_qa_pairs(config: DedupConfig, qa_pairs: pa.Table, embedder: EmbedderResource):
+        valid = qa_pairs.filter(qa_pairs["valid"]).sort_by([("doc_id", "ascending"), ("position", "ascending"),
+                                                            ("kind", "ascending"), ("item_index", "ascending")])
+        rows = valid.to_pylist()
+        marked = mark_duplicates(rows, embedder.embed([r["question"] for r in rows]), config.threshold)
+        table = pa.Table.from_pylist(marked, schema=QA_SCHEMA.append(pa.field("kept", pa.bool_()))
+                                     .append(pa.field("duplicate_of", pa.string()))
+                                     .append(pa.field("similarity", pa.float32()))
+                                     .append(pa.field("dup_scope", pa.string())))
+        kept = [r for r in marked if r["kept"]]
+        removed = [r for r in marked if not r["kept"]]
+        return dg.Output(table, metadata={
+            **table_metadata(table, ["kind", "question", "kept", "duplicate_of", "similarity"]),
+            "embedding_model": embedder.model_id, "threshold": config.threshold,
+            "kept": len(kept), "removed": len(removed),
+            "removed/image": sum(r["dup_scope"] == "image" for r in removed),
+            "removed/shard": sum(r["dup_scope"] == "shard" for r in removed),
+            "leakage_of_kept": dg.MetadataValue.json(leakage_summary([r["leakage"] for r in kept])),
+        })
+
+    return _unique_qa_pairs
+
+
+def _conversations_asset(spec: ChainSpec):
+    key, control = spec.key("conversations"), spec.key("noncontextual_captions")
+
+    @dg.asset(
+        key=key, partitions_def=spec.partitions_def, group_name=spec.group, kinds={"parquet"},
+        ins={"captions": dg.AssetIn(spec.key("captions")), "unique_qa_pairs": dg.AssetIn(spec.key("unique_qa_pairs"))},
+        deps=[control], check_specs=[conversations_check_spec(key)], code_version="1",
+        description="LLaVA/ShareGPT4V conversation records for every mix (leaky by default in exports); the "
+                    "noncontextual mix appears when noncontextual_captions was materialized for the shard.",
+    )
+    def _conversations(context: dg.AssetExecutionContext, config: ConversationsConfig, captions: pa.Table,
+                       unique_qa_pairs: pa.Table, storage: StorageResource):
+        control_path = storage.path(*control.path, f"{context.partition_key}.parquet")
+        noncontextual = read_parquet(control_path) if control_path.exists() else None
+        result = build_conversations(image_samples(captions, unique_qa_pairs, noncontextual), config.mixes, config.seed)
+        table = result.table()
+        yield dg.Output(table, metadata={
+            **table_metadata(table, ["id", "mix", "image", "conversations"]),
+            **{k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in result.metadata().items()},
+            "noncontextual_captions": noncontextual is not None,
+        })
+        yield check_conversations(table, key, config.mixes)
+
+    return _conversations
+
+
+def build_chain(spec: ChainSpec) -> list[dg.AssetsDefinition]:
+    return [
+        _caption_asset(spec, "captions", True,
+                       "One contextual caption per kept image: the page text around it (placeholders, target "
+                       "marked, alt text) and the image go to the caption model; every answer is a row with a status."),
+        _caption_asset(spec, "noncontextual_captions", False,
+                       "The control: captions of the same images without the page context. Materialized on request."),
+        _qa_asset(spec),
+        _dedup_asset(spec),
+        _conversations_asset(spec),
+        release_asset(spec.release_name, spec.key("conversations"), spec.key("unique_qa_pairs"), spec.group),
+    ]

@@ -1,0 +1,46 @@
+"""Data-quality suites for captions (blocking: Q&A is written from them)."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+
+from viscon_dagster.checks.gx_runner import run_suite
+from viscon_dagster.core.captions import CAPTION_STATUSES
+
+CAPTIONS_CHECK = "captions_suite"
+REFUSAL_REGEX = r"(?i)^\s*(i'?m sorry|i am sorry|i can(no|')t|i cannot|sorry,|as an ai)"
+
+
+def captions_check_spec(asset_key) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(CAPTIONS_CHECK, asset=asset_key, blocking=True,
+                             description="known statuses; usable captions non-empty, within length bounds, "
+                                         "not a refusal, not a copy of the alt text")
+
+
+def captions_expectations(min_chars: int, max_chars: int):
+    def build(E):
+        return [
+            E.ExpectColumnValuesToBeInSet(column="status", value_set=list(CAPTION_STATUSES)),
+            E.ExpectColumnValuesToNotBeNull(column="ok_caption_or_absent"),
+            E.ExpectColumnValueLengthsToBeBetween(column="ok_caption", min_value=min_chars, max_value=max_chars),
+            E.ExpectColumnValuesToNotMatchRegex(column="ok_caption", regex=REFUSAL_REGEX),
+            E.ExpectColumnValuesToBeInSet(column="ok_copies_alt_text", value_set=[False]),
+        ]
+    return build
+
+
+def _norm(text) -> str:
+    return " ".join(str(text).casefold().split()) if isinstance(text, str) else ""
+
+
+def check_captions(df: pd.DataFrame, min_chars: int, max_chars: int, asset_key) -> dg.AssetCheckResult:
+    ok = df["status"] == "ok"
+    frame = pd.DataFrame({
+        "status": df["status"],
+        "ok_caption": df["caption"].where(ok),  # usable captions only; nulls are skipped by GX
+        "ok_caption_or_absent": df["caption"].where(ok, "absent"),
+        "ok_copies_alt_text": [bool(a) and _norm(c) == _norm(a) if o else None
+                               for c, a, o in zip(df["caption"], df["alt_text"], ok)],
+    })
+    return run_suite(frame, "captions", captions_expectations(min_chars, max_chars), asset_key, CAPTIONS_CHECK)

@@ -1,0 +1,70 @@
+"""Resources chosen by the environment, never by asset code.
+
+Every setting has an embedded default (local storage, tiny local models, the bundled sample) and an
+environment variable to change it; secrets are read as `dg.EnvVar` references, so their values never
+enter run config, logs or asset metadata.
+
+Model roles: `caption` (the teacher VLM) and `qa` (the text LLM). For each role ROLE:
+    VISCON_ROLE_BACKEND   transformers (default) | openai | openai_batch | vllm
+    VISCON_ROLE_MODEL     model id or path (default: the tiny local VLM / LM under .viscon/models)
+    VISCON_ROLE_BASE_URL  for openai / openai_batch: an OpenAI-compatible server (`vllm serve`, …)
+    VISCON_ROLE_API_KEY_ENV  the variable holding the key (default OPENAI_API_KEY)
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from viscon_dagster.resources.image_fetcher import ImageFetcherResource
+from viscon_dagster.resources.models import (
+    ModelBackend, OpenAIBatchBackend, OpenAIHTTPBackend, TransformersLocalBackend, VLLMOfflineBackend)
+from viscon_dagster.settings import models_dir, sample_dir
+
+TINY_MODELS = {"caption": "tiny-idefics3", "qa": "tiny-lm"}
+BACKENDS = ("transformers", "openai", "openai_batch", "vllm")
+
+
+def env_secret(name: str):
+    """An EnvVar reference when the variable is set (its value never enters config or logs)."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def s3_resource() -> S3Resource:
+    return S3Resource(
+        endpoint_url=os.environ.get("VISCON_S3_ENDPOINT_URL") or None,
+        region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
+        aws_access_key_id=env_secret("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=env_secret("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=env_secret("AWS_SESSION_TOKEN"),
+    )
+
+
+def image_fetcher(**overrides) -> ImageFetcherResource:
+    """file:// image URLs are read only under `VISCON_IMAGE_FILE_ROOTS` (os.pathsep-separated),
+    by default the bundled sample's image folder."""
+    roots = os.environ.get("VISCON_IMAGE_FILE_ROOTS")
+    allowed = roots.split(os.pathsep) if roots else [str(sample_dir() / "images")]
+    return ImageFetcherResource(**{"allowed_file_roots": allowed, **overrides})
+
+
+def model_backend(role: str) -> ModelBackend:
+    prefix = f"VISCON_{role.upper()}_"
+    kind = os.environ.get(prefix + "BACKEND", "transformers")
+    model = os.environ.get(prefix + "MODEL")
+    if kind == "transformers" and not model:
+        # the tiny random models never stop a JSON string on their own: cap strings so answers close
+        return TransformersLocalBackend(model=str(models_dir() / TINY_MODELS[role]), json_max_string_length=32,
+                                        batch_size=16)
+    model = model or str(models_dir() / TINY_MODELS[role])
+    if kind == "transformers":
+        return TransformersLocalBackend(model=model)
+    if kind == "vllm":
+        return VLLMOfflineBackend(model=model)
+    if kind in ("openai", "openai_batch"):
+        cls = OpenAIHTTPBackend if kind == "openai" else OpenAIBatchBackend
+        return cls(model=model, base_url=os.environ.get(prefix + "BASE_URL") or None,
+                   api_key=env_secret(os.environ.get(prefix + "API_KEY_ENV", "OPENAI_API_KEY")))
+    raise ValueError(f"{prefix}BACKEND={kind!r}: use one of {', '.join(BACKENDS)}")
