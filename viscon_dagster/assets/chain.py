@@ -68,6 +68,13 @@ class ChainSpec:
         return dg.AssetKey([*self.key_prefix, name])
 
 
+# GPU work is declared: the `gpu` pool bounds concurrent GPU steps; with the k8s executor each step's pod
+# asks for one GPU; `viscon/accelerator` lets ECS/other launchers route these runs to GPU capacity.
+GPU = {"pool": "gpu", "tags": {"viscon/accelerator": "gpu"},
+       "op_tags": {"dagster-k8s/config": {"container_config": {"resources": {
+           "requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}}}}}}
+
+
 def _journal(storage: StorageResource, key: dg.AssetKey, partition: str):
     """Pay-once journal next to the partition's output."""
     return storage.path(*key.path, "_journal", partition)
@@ -93,7 +100,7 @@ def _caption_asset(spec: ChainSpec, name: str, contextual: bool, description: st
         key=key, partitions_def=spec.partitions_def, group_name=spec.group, kinds={"parquet"},
         ins={"docs": dg.AssetIn(spec.docs_key), "images": dg.AssetIn(spec.images_key)},
         required_resource_keys={spec.caption_model_key, "storage", "tokenizer"}, check_specs=[captions_check_spec(key)],
-        pool="gpu", tags={"viscon/accelerator": "gpu"}, code_version="1", description=description,
+        code_version="1", description=description, **GPU,
     )
     def _captions(context: dg.AssetExecutionContext, config: CaptionConfig, docs: pa.Table, images: pa.Table):
         model: ModelBackend = getattr(context.resources, spec.caption_model_key)
@@ -126,7 +133,7 @@ def _qa_asset(spec: ChainSpec):
     @dg.asset(
         key=key, partitions_def=spec.partitions_def, group_name=spec.group, kinds={"parquet"},
         ins={"captions": dg.AssetIn(spec.key("captions"))}, required_resource_keys={spec.qa_model_key, "storage"},
-        check_specs=[qa_check_spec(key)], pool="gpu", tags={"viscon/accelerator": "gpu"}, code_version="1",
+        check_specs=[qa_check_spec(key)], code_version="1", **GPU,
         description="Free-form and multiple-choice Q&A written from each caption's text; every item validated, "
                     "invalid ones kept with their reason; leakage = answerability from the caption.",
     )

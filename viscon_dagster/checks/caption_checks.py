@@ -9,7 +9,7 @@ from viscon_dagster.checks.gx_runner import run_suite
 from viscon_dagster.core.captions import CAPTION_STATUSES
 
 CAPTIONS_CHECK = "captions_suite"
-REFUSAL_REGEX = r"(?i)^\s*(i'?m sorry|i am sorry|i can(no|')t|i cannot|sorry,|as an ai)"
+REFUSAL_REGEX = r"(?i)^\s*(?:i'?m sorry|i am sorry|i can(?:no|')t|sorry,|as an ai)"
 
 
 def captions_check_spec(asset_key) -> dg.AssetCheckSpec:

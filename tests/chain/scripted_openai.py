@@ -1,0 +1,98 @@
+"""A scripted OpenAI-protocol server on loopback — a test double, not a model.
+
+It exists for outputs a real small model cannot be made to give on demand (an empty caption, a
+refusal, invalid JSON, an MCQ whose answer is not among its options, duplicate questions). The real
+`openai` client and our HTTP backend talk to it over real HTTP. Answers are chosen by a stable hash
+of the request's image or caption, so each kind of bad output lands on a fixed share of requests.
+Every request is counted (`server.requests`), for pay-once checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+
+from aiohttp import web
+
+GOOD_CAPTION = ("A sunlit stone harbour in Lisbon with blue fishing boats, photographed from the old market "
+                "hall during the annual harvest festival described on the page.")
+CAPTION_OUTCOMES = ["good", "good", "good", "empty", "refusal"]
+QA_OUTCOMES = ["good", "good", "invalid_json", "bad_letter", "duplicate_options", "duplicate_questions"]
+
+
+def good_qa(n: int = 3, m: int = 2, salt: str = "") -> dict:
+    free = [{"question": q, "answer": a} for q, a in [
+        (f"Where was the photo taken{salt}?", "In the harbour of Lisbon."),
+        (f"What colour are the boats{salt}?", "They are blue."),
+        (f"Which event is shown{salt}?", "The annual harvest festival."),
+    ][:n]]
+    mcq = [{"question": f"Which city is shown{salt}?", "options": ["Lisbon", "Porto", "Faro", "Braga"], "answer": "A"},
+           {"question": f"What is moored in the harbour{salt}?", "options": ["Cars", "Boats", "Tents", "Kites"],
+            "answer": "B"}][:m]
+    return {"free_form": free, "mcq": mcq}
+
+
+def _pick(outcomes: list[str], key: str) -> str:
+    return outcomes[int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(outcomes)]
+
+
+def answer_for(body: dict) -> tuple[str | None, str | None]:
+    """(content, refusal) for one chat completion request."""
+    # the first user message decides, so a repair retry (a later turn) gets the same kind of answer
+    user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+    parts = user if isinstance(user, list) else [{"type": "text", "text": user}]
+    image = next((p["image_url"]["url"] for p in parts if p.get("type") == "image_url"), None)
+    text = "".join(p.get("text", "") for p in parts if p.get("type") == "text")
+    if image is not None:  # a caption request
+        outcome = _pick(CAPTION_OUTCOMES, image)
+        good = f"{GOOD_CAPTION} Frame {hashlib.sha256(image.encode()).hexdigest()[:6]}."  # one caption per image
+        return {"good": good, "empty": "", "refusal": "I'm sorry, but I can't help with that."}[outcome], None
+    salt = hashlib.sha256(text.encode()).hexdigest()[:6]
+    outcome = _pick(QA_OUTCOMES, text)
+    if outcome == "invalid_json":
+        return "Here are some questions: Where? What?", None
+    qa = good_qa(salt=f" ({salt})")
+    if outcome == "bad_letter":
+        qa["mcq"][0]["answer"] = "E"
+    elif outcome == "duplicate_options":
+        qa["mcq"][1]["options"] = ["Boats", "boats", "Tents", "Kites"]
+    elif outcome == "duplicate_questions":
+        qa["free_form"][1]["question"] = qa["free_form"][0]["question"]
+    return json.dumps(qa), None
+
+
+class ScriptedOpenAI:
+    def __init__(self):
+        self.requests = 0
+        self.port = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        body = await request.json()
+        content, refusal = answer_for(body)
+        return web.json_response({
+            "id": "chatcmpl-scripted", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content, "refusal": refusal}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 40, "total_tokens": 140},
+        })
+
+    def start(self) -> str:
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        runner = web.AppRunner(app)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(runner.setup(), self._loop).result()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        asyncio.run_coroutine_threadsafe(site.start(), self._loop).result()
+        self.port = site._server.sockets[0].getsockname()[1]
+        self._runner = runner
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
