@@ -69,3 +69,14 @@ def s3_bucket(s3_server, monkeypatch):
     client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
     client.create_bucket(Bucket=name)
     return name, client
+
+
+def materialize_partition(defs, names: list[str], partition_key: str, instance, run_config=None,
+                          raise_on_error: bool = True):
+    """Materialize only the named assets of `defs` for one shard partition (registering it first)."""
+    import dagster as dg
+
+    if partition_key not in instance.get_dynamic_partitions("obelics_shards"):
+        instance.add_dynamic_partitions("obelics_shards", [partition_key])
+    return dg.materialize(list(defs.assets), selection=names, resources=defs.resources, partition_key=partition_key,
+                          instance=instance, run_config=run_config or {}, raise_on_error=raise_on_error)

@@ -10,13 +10,13 @@ from dagster_aws.s3 import S3Resource
 from viscon_dagster.core.sample_data import BAD_ROW_KINDS
 from viscon_dagster.core.shard_registry import register
 from viscon_dagster.core.shard_sources import list_shards
-from viscon_dagster.definitions import SHARD_JOB, build_definitions
+from tests.conftest import materialize_partition
+from viscon_dagster.definitions import build_definitions
 from viscon_dagster.partitions import record_shards
 
 
-def materialize(defs, key, instance):
-    instance.add_dynamic_partitions("obelics_shards", [key])
-    return defs.resolve_job_def(SHARD_JOB).execute_in_process(partition_key=key, instance=instance)
+def materialize(defs, key, instance, raise_on_error=True):
+    return materialize_partition(defs, ["filtered_docs"], key, instance, raise_on_error=raise_on_error)
 
 
 def test_local_materialization_writes_docs_rejects_and_metadata(tmp_path, sample_dir, tokenizer_dir):
@@ -65,9 +65,7 @@ def test_s3_end_to_end_with_moto_server(s3_server, s3_bucket, sample_dir, tokeni
 def test_unregistered_shard_fails_with_a_clear_message(tmp_path, tokenizer_dir):
     defs = build_definitions(storage_root=(tmp_path / "store").as_uri(), tokenizer=str(tokenizer_dir))
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("obelics_shards", ["nowhere"])
-        result = defs.resolve_job_def(SHARD_JOB).execute_in_process(
-            partition_key="nowhere", instance=instance, raise_on_error=False)
+        result = materialize(defs, "nowhere", instance, raise_on_error=False)
     assert not result.success
     assert "viscon shards register" in str(result.get_step_failure_events()[0].step_failure_data.error)
 
@@ -76,8 +74,6 @@ def test_missing_tokenizer_fails_with_a_clear_message(tmp_path, sample_dir):
     defs = build_definitions(storage_root=(tmp_path / "store").as_uri(), tokenizer=str(tmp_path / "no-such-tok"))
     register(defs.resources["storage"].root_path(), list_shards(str(sample_dir / "shards")), "src")
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("obelics_shards", ["sample-00000"])
-        result = defs.resolve_job_def(SHARD_JOB).execute_in_process(
-            partition_key="sample-00000", instance=instance, raise_on_error=False)
+        result = materialize(defs, "sample-00000", instance, raise_on_error=False)
     assert not result.success
     assert "viscon models tiny" in str(result.get_step_failure_events()[0].step_failure_data.error)

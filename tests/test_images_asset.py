@@ -4,7 +4,8 @@ from collections import Counter
 
 import dagster as dg
 
-from viscon_dagster.definitions import SHARD_JOB, build_definitions
+from tests.conftest import materialize_partition
+from viscon_dagster.definitions import build_definitions
 from viscon_dagster.environment import image_fetcher
 from viscon_dagster.partitions import record_shards
 
@@ -13,11 +14,9 @@ def test_images_asset_statuses_checks_and_resume(tmp_path, sample_dir, tokenizer
     defs = build_definitions(storage_root=(tmp_path / "store").as_uri(), tokenizer=str(tokenizer_dir),
                              fetcher=image_fetcher(allowed_file_roots=[str(sample_dir / "images")]))
     key = record_shards(defs.resources["storage"], str(sample_dir / "shards"))[0]
-    job = defs.resolve_job_def(SHARD_JOB)
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("obelics_shards", [key])
-        first = job.execute_in_process(partition_key=key, instance=instance)
-        second = job.execute_in_process(partition_key=key, instance=instance)
+        first = materialize_partition(defs, ["filtered_docs", "images"], key, instance)
+        second = materialize_partition(defs, ["filtered_docs", "images"], key, instance)
     assert first.success and second.success
     md = {k: v.value for k, v in first.asset_materializations_for_node("images")[0].metadata.items()}
     statuses = Counter(md["status_counts"])
@@ -35,9 +34,7 @@ def test_file_urls_outside_the_allowed_root_are_refused(tmp_path, sample_dir, to
                              fetcher=image_fetcher(allowed_file_roots=[str(tmp_path / "elsewhere")]))
     key = record_shards(defs.resources["storage"], str(sample_dir / "shards"))[0]
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("obelics_shards", [key])
-        result = defs.resolve_job_def(SHARD_JOB).execute_in_process(
-            partition_key=key, instance=instance, raise_on_error=False)
+        result = materialize_partition(defs, ["filtered_docs", "images"], key, instance)
     md = {k: v.value for k, v in result.asset_materializations_for_node("images")[0].metadata.items()}
     assert set(md["status_counts"]) == {"blocked_path"}
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
