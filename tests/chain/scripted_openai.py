@@ -64,8 +64,10 @@ def answer_for(body: dict) -> tuple[str | None, str | None]:
 
 
 class ScriptedOpenAI:
-    def __init__(self):
-        self.requests = 0
+    def __init__(self, latency_s: float = 0.0, capacity: int = 1000):
+        self.requests, self.answered, self.latency_s = 0, 0, latency_s
+        self._capacity = capacity  # requests served at once; the rest wait, as on a busy server
+        self._slots: asyncio.Semaphore | None = None
         self.port = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -73,7 +75,10 @@ class ScriptedOpenAI:
     async def _chat(self, request: web.Request) -> web.Response:
         self.requests += 1
         body = await request.json()
+        async with self._slots:
+            await asyncio.sleep(self.latency_s)
         content, refusal = answer_for(body)
+        self.answered += 1
         return web.json_response({
             "id": "chatcmpl-scripted", "object": "chat.completion", "created": 0, "model": body["model"],
             "choices": [{"index": 0, "finish_reason": "stop",
@@ -86,7 +91,12 @@ class ScriptedOpenAI:
         app.router.add_post("/v1/chat/completions", self._chat)
         runner = web.AppRunner(app)
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(runner.setup(), self._loop).result()
+
+        async def setup():
+            self._slots = asyncio.Semaphore(self._capacity)
+            await runner.setup()
+
+        asyncio.run_coroutine_threadsafe(setup(), self._loop).result()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         asyncio.run_coroutine_threadsafe(site.start(), self._loop).result()
         self.port = site._server.sockets[0].getsockname()[1]
