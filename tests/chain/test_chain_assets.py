@@ -45,7 +45,9 @@ def test_whole_chain_with_tiny_models_and_release(tmp_path, sample_dir, tokenize
         result = run_shard(defs, key, instance, SHORT)
         assert result.success
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-        release = defs.resolve_job_def(RELEASE_JOB).execute_in_process(instance=instance)
+        pushed = tmp_path / "published"
+        release = defs.resolve_job_def(RELEASE_JOB).execute_in_process(
+            instance=instance, run_config={"ops": {"viscon_100k_release": {"config": {"push_to": pushed.as_uri()}}}})
         assert release.success
     assert checks == {"filtered_docs_suite": True, "images_suite": True, "images_success_rate": True,
                       "captions_suite": True, "qa_pairs_suite": True, "conversations_suite": True}
@@ -63,6 +65,10 @@ def test_whole_chain_with_tiny_models_and_release(tmp_path, sample_dir, tokenize
     leaky = load_dataset("parquet", data_files=str(hf / "data" / "leaky" / "*.parquet"), split="train")
     assert leaky.num_rows == Counter(conversations.column("mix").to_pylist())["leaky"]
     assert (store / "viscon_100k_release" / "llava" / "leaky").exists()
+    # the push target gets the HF folder's layout (a Hub repo in production: hf://datasets/org/name)
+    assert (pushed / "README.md").read_text() == (hf / "README.md").read_text()
+    assert sorted(p.name for p in (pushed / "data" / "leaky").iterdir()) == \
+        sorted(p.name for p in (hf / "data" / "leaky").iterdir())
 
 
 def test_bad_model_output_ends_as_recorded_rejects(tmp_path, sample_dir, tokenizer_dir):
