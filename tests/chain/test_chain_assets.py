@@ -1,13 +1,17 @@
 """The chain through Dagster: tiny real models end to end; scripted bad outputs end as recorded rejects."""
 
+import io
 from collections import Counter
 
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
+from PIL import Image
+from transformers import AutoProcessor
 
 from tests.chain.scripted_openai import ScriptedOpenAI
+from tests.exports.llava_validator import validate_llava_file
 from viscon_dagster.core.models.tiny import build_tiny_models
 from viscon_dagster.definitions import RELEASE_JOB, SHARD_JOB, build_definitions
 from viscon_dagster.environment import image_fetcher
@@ -64,7 +68,18 @@ def test_whole_chain_with_tiny_models_and_release(tmp_path, sample_dir, tokenize
     assert (hf / "README.md").exists()
     leaky = load_dataset("parquet", data_files=str(hf / "data" / "leaky" / "*.parquet"), split="train")
     assert leaky.num_rows == Counter(conversations.column("mix").to_pylist())["leaky"]
-    assert (store / "viscon_100k_release" / "llava" / "leaky").exists()
+    llava = store / "viscon_100k_release" / "llava"
+    for split_file in (llava / "leaky").glob("*.json"):
+        assert validate_llava_file(split_file, llava) == []
+    processor = AutoProcessor.from_pretrained(tiny_models["vlm"])
+    idefics = [r for f in sorted((store / "viscon_100k_release" / "idefics" / "leaky").glob("*.parquet"))
+               for r in pq.read_table(f).to_pylist()]
+    assert len(idefics) == leaky.num_rows  # train and test files together, as for the HF export
+    for row in idefics[:3]:
+        text = processor.apply_chat_template(row["messages"], tokenize=False)
+        images = [Image.open(io.BytesIO(im["bytes"])).convert("RGB") for im in row["images"]]
+        batch = processor(text=[text], images=[images], return_tensors="pt")
+        assert text.count("<image>") == len(images) == 1 and batch["pixel_values"].shape[1] == 1
     # the push target gets the HF folder's layout (a Hub repo in production: hf://datasets/org/name)
     assert (pushed / "README.md").read_text() == (hf / "README.md").read_text()
     assert sorted(p.name for p in (pushed / "data" / "leaky").iterdir()) == \
