@@ -20,6 +20,7 @@ from viscon_dagster.core.captions import CAPTIONS_SCHEMA, caption_jobs, caption_
 from viscon_dagster.core.conversations import MIXES, build_conversations
 from viscon_dagster.core.leakage import summarize as leakage_summary
 from viscon_dagster.core.models.request import ImageRef, SamplingParams
+from viscon_dagster.core.prompts import CAPTION_PROMPT_VERSION, NONCONTEXTUAL_PROMPT_VERSION, QA_PROMPT_VERSION
 from viscon_dagster.core.qa import QA_SCHEMA, qa_request, qa_rows
 from viscon_dagster.core.question_dedup import mark_duplicates
 from viscon_dagster.core.samples import image_samples
@@ -119,6 +120,7 @@ def _caption_asset(spec: ChainSpec, name: str, contextual: bool, description: st
         yield dg.Output(table, metadata={
             **table_metadata(table, ["doc_id", "position", "status", "caption"]),
             "caption_model": model.model_id, "backend": model.backend_name,
+            "prompt_version": CAPTION_PROMPT_VERSION if contextual else NONCONTEXTUAL_PROMPT_VERSION,
             "status_counts": dg.MetadataValue.json(_status_counts(table)),
             **model.metadata(responses, remaining_partitions=_remaining(context)),
         })
@@ -149,7 +151,7 @@ def _qa_asset(spec: ChainSpec):
         valid = table.filter(table["valid"])
         yield dg.Output(table, metadata={
             **table_metadata(table, ["kind", "question", "answer", "valid", "reason"]),
-            "qa_model": model.model_id, "backend": model.backend_name,
+            "qa_model": model.model_id, "backend": model.backend_name, "prompt_version": QA_PROMPT_VERSION,
             "valid_items": valid.num_rows,
             "invalid_by_reason": dg.MetadataValue.json(_status_counts(table.filter(pa.compute.invert(table["valid"])), "reason")
                                                        if valid.num_rows < table.num_rows else {}),
