@@ -19,6 +19,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field as PField
 from upath import UPath
 
+from viscon_dagster.core.parquet_io import read_parquet, write_parquet  # noqa: F401 (re-exported)
 from viscon_dagster.settings import viscon_home
 
 ROOT_ENV = "VISCON_STORAGE_ROOT"
@@ -79,17 +80,6 @@ def upath_for(url: str, storage_options: dict[str, Any] | None = None) -> UPath:
     if "://" not in url:
         url = Path(url).resolve().as_uri()
     return UPath(url, **(storage_options or {}))
-
-
-def write_parquet(table: pa.Table, path: UPath) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:
-        pq.write_table(table, f, compression="zstd")
-
-
-def read_parquet(path: UPath) -> pa.Table:
-    with path.open("rb") as f:
-        return pq.read_table(f)
 
 
 class ParquetStreamWriter:

@@ -15,8 +15,9 @@ import uuid
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from upath import UPath
+
+from viscon_dagster.core.parquet_io import list_parquet, read_parquet, write_parquet
 
 from .statuses import is_transient
 
@@ -45,29 +46,6 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", name) or "_"
 
 
-def _is_local(path: UPath) -> bool:
-    return path.protocol in ("", "file", "local")
-
-
-def write_table(table: pa.Table, path: UPath) -> None:
-    if _is_local(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:
-        pq.write_table(table, f, compression="zstd")
-
-
-def read_table(path: UPath) -> pa.Table:
-    with path.open("rb") as f:
-        return pq.read_table(f)
-
-
-def list_parquet(folder: UPath) -> list[UPath]:
-    try:
-        return sorted((p for p in folder.iterdir() if p.name.endswith(".parquet")), key=lambda p: p.name)
-    except (FileNotFoundError, NotADirectoryError):  # UPath on S3 says NotADirectory for a missing prefix
-        return []
-
-
 class Journal:
     def __init__(self, store: UPath, shard: str, fingerprint: str):
         self.folder = store / "journal" / "images" / _safe(shard)
@@ -81,7 +59,7 @@ class Journal:
         done: dict[str, dict[str, Any]] = {}
         for part in list_parquet(self.folder):
             try:
-                rows = read_table(part).to_pylist()
+                rows = read_parquet(part).to_pylist()
             except Exception:  # noqa: BLE001 - a part cut short by a crash: redo its URLs
                 self.unreadable_parts.append(str(part))
                 continue
@@ -96,4 +74,4 @@ class Journal:
         self._seq += 1
         rows = [{**r, "fingerprint": self.fingerprint} for r in rows]
         table = pa.Table.from_pylist(rows, schema=OUTCOME_SCHEMA)
-        write_table(table, self.folder / f"part-{self._run}-{self._seq:05d}.parquet")
+        write_parquet(table, self.folder / f"part-{self._run}-{self._seq:05d}.parquet")

@@ -13,7 +13,9 @@ from collections.abc import Iterable, Mapping
 import pyarrow as pa
 from upath import UPath
 
-from .journal import _safe, list_parquet, read_table, write_table
+from viscon_dagster.core.parquet_io import list_parquet, read_parquet, write_parquet
+
+from .journal import _safe
 
 URL_COUNTS_DIR = "url_doc_counts"
 URL_COUNTS_SCHEMA = pa.schema([("url", pa.string()), ("doc_count", pa.int32())])
@@ -26,7 +28,7 @@ def url_counts_path(store: UPath, shard: str) -> UPath:
 def save_url_doc_counts(store: UPath, shard: str, counts: Mapping[str, int]) -> UPath:
     path = url_counts_path(store, shard)
     table = pa.table({"url": list(counts.keys()), "doc_count": list(counts.values())}, schema=URL_COUNTS_SCHEMA)
-    write_table(table, path)
+    write_parquet(table, path)
     return path
 
 
@@ -37,6 +39,6 @@ def load_url_doc_counts(store: UPath, exclude_shards: Iterable[str] = ()) -> dic
     for part in list_parquet(store / URL_COUNTS_DIR):
         if part.name in excluded:
             continue
-        t = read_table(part)
+        t = read_parquet(part)
         total.update(dict(zip(t.column("url").to_pylist(), t.column("doc_count").to_pylist(), strict=True)))
     return dict(total)
