@@ -11,6 +11,7 @@ from PIL import Image
 from transformers import AutoProcessor
 
 from tests.chain.scripted_openai import ScriptedOpenAI
+from tests.conftest import materialize_partition
 from tests.exports.llava_validator import validate_llava_file
 from viscon_dagster.core.models.tiny import build_tiny_models
 from viscon_dagster.definitions import RELEASE_JOB, SHARD_JOB, build_definitions
@@ -103,6 +104,9 @@ def test_bad_model_output_ends_as_recorded_rejects(tmp_path, sample_dir, tokeniz
             asked = server.requests
             assert run_shard(defs, key, instance).success  # a rerun pays for nothing
             assert server.requests == asked
+            before_control = table(store, "conversations", key)
+            control = materialize_partition(defs, ["noncontextual_captions", "conversations"], key, instance)
+            assert control.success
     finally:
         server.stop()
 
@@ -120,3 +124,9 @@ def test_bad_model_output_ends_as_recorded_rejects(tmp_path, sample_dir, tokeniz
     conversations = table(store, "conversations", key)
     assert conversations.num_rows > 0
     assert all("I'm sorry" not in t["value"] for c in conversations.column("conversations").to_pylist() for t in c)
+    # the non-contextual control, once materialized, adds its own mix and changes nothing else
+    mixes = Counter(conversations.column("mix").to_pylist())
+    assert "noncontextual" not in Counter(before_control.column("mix").to_pylist()) and mixes["noncontextual"] > 0
+    assert {m: n for m, n in mixes.items() if m != "noncontextual"} == Counter(before_control.column("mix").to_pylist())
+    control_captions = table(store, "noncontextual_captions", key)
+    assert set(control_captions.column("prompt_version").to_pylist()) == {"noncontextual-caption-v1"}
