@@ -153,8 +153,8 @@ def _qa_asset(spec: ChainSpec):
             **table_metadata(table, ["kind", "question", "answer", "valid", "reason"]),
             "qa_model": model.model_id, "backend": model.backend_name, "prompt_version": QA_PROMPT_VERSION,
             "valid_items": valid.num_rows,
-            "invalid_by_reason": dg.MetadataValue.json(_status_counts(table.filter(pa.compute.invert(table["valid"])), "reason")
-                                                       if valid.num_rows < table.num_rows else {}),
+            "invalid_by_reason": dg.MetadataValue.json(
+                _status_counts(table.filter(pa.compute.invert(table["valid"])), "reason")),
             "leakage": dg.MetadataValue.json(leakage_summary(valid["leakage"].to_pylist())),
             **model.metadata(responses, remaining_partitions=_remaining(context)),
         })
