@@ -179,6 +179,6 @@ def write_sample(out_dir: str | Path, spec: SampleSpec | None = None) -> list[Pa
     paths = []
     for s in range(spec.shards):
         path = out_dir / "shards" / f"sample-{s:05d}.parquet"
-        pq.write_table(writer.shard(s), path)
+        pq.write_table(writer.shard(s), path, row_group_size=1000)  # row groups of web-corpus size: readers stream
         paths.append(path)
     return paths
