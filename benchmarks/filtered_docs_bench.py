@@ -74,7 +74,16 @@ def child(mode: str, shard: str, tokenizer: str, batch_size: int) -> None:
     elapsed = time.perf_counter() - start
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"mode": mode, "docs": n, "seconds": elapsed, "cpu_seconds": cpu.ru_utime + cpu.ru_stime,
-                      "peak_rss_mb": cpu.ru_maxrss / 1024}))
+                      "peak_rss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's own high-water RSS (VmHWM). Not ru_maxrss: that keeps the forking parent's peak
+    across exec, so every child would report the parent's footprint."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(mode: str, shard: Path, tokenizer: Path, batch_size: int) -> dict:

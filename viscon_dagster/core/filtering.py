@@ -14,6 +14,7 @@ import heapq
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,17 @@ def sample_rank(url: str, seed: int) -> str:
 
 
 @dataclass
+class _Prepared:
+    """A parsed batch: rows already rejected, and candidates awaiting their token counts."""
+
+    rejects: list[dict] = field(default_factory=list)
+    candidates: list[tuple[int, dict, Doc]] = field(default_factory=list)
+
+    def texts(self) -> list[str]:
+        return [doc.text for _, _, doc in self.candidates]
+
+
+@dataclass
 class _Entry:
     """A document in the draw, kept with its source row in case it turns out to be a duplicate."""
 
@@ -75,40 +87,40 @@ class _Entry:
 
 
 class ShardFilter:
-    """Feed record batches with `add_batch`, then take the kept documents with `result`."""
+    """`prepare` each record batch, `finish` it with its token counts (in order), then take `result`."""
 
-    def __init__(self, shard: str, settings: FilterSettings, count_tokens: TokenCounter,
-                 on_reject: Callable[[list[dict[str, Any]]], None]):
-        self.shard, self.settings, self.count_tokens, self.on_reject = shard, settings, count_tokens, on_reject
+    def __init__(self, shard: str, settings: FilterSettings, on_reject: Callable[[list[dict[str, Any]]], None]):
+        self.shard, self.settings, self.on_reject = shard, settings, on_reject
         self.stats = FilterStats()
         # A max-heap on rank (heapq is a min-heap, hence the negation): the k smallest ranks so far.
         self._heap: list[tuple[int, int, _Entry]] = []
         self._drawn: dict[str, _Entry] = {}  # url -> its entry, for documents now in the heap
-        self._seen_urls: set[str] = set()
+        # 64-bit digests, not the URLs: memory stays small however many pages a shard holds
+        self._seen_urls: set[int] = set()
 
-    def add_batch(self, batch: pa.RecordBatch) -> None:
+    def prepare(self, batch: pa.RecordBatch) -> _Prepared:
+        """Parse and vet a batch (pure Python); the token counts come next, in `finish`."""
         rows = batch.to_pylist()
         start = self.stats.rows_in
         self.stats.rows_in += len(rows)
-        rejects: list[dict[str, Any]] = []
-        docs: list[tuple[int, dict, Doc]] = []
+        prepared = _Prepared()
         for offset, raw in enumerate(rows):
             parsed = parse_record(raw)
             if isinstance(parsed, Reject):
-                rejects.append(self._reject_row(raw, start + offset, parsed))
-            else:
-                docs.append((start + offset, raw, parsed))
-        self.stats.valid += len(docs)
-
-        content_ok = []
-        for index, raw, doc in docs:
-            reject = self._content_reject(doc)
+                prepared.rejects.append(self._reject_row(raw, start + offset, parsed))
+                continue
+            self.stats.valid += 1
+            reject = self._content_reject(parsed)
             if reject:
-                rejects.append(self._reject_row(raw, index, reject))
+                prepared.rejects.append(self._reject_row(raw, start + offset, reject))
             else:
-                content_ok.append((index, raw, doc))
-        counts = self.count_tokens([doc.text for _, _, doc in content_ok]) if content_ok else []
-        for (index, raw, doc), n_tokens in zip(content_ok, counts):
+                prepared.candidates.append((start + offset, raw, parsed))
+        return prepared
+
+    def finish(self, prepared: _Prepared, counts: list[int]) -> None:
+        """Apply the token budget and the draw to a prepared batch, given its candidates' token counts."""
+        rejects = prepared.rejects
+        for (index, raw, doc), n_tokens in zip(prepared.candidates, counts, strict=True):
             if n_tokens > self.settings.max_text_tokens:
                 rejects.append(self._reject_row(raw, index, Reject(
                     "too_many_tokens", f"{n_tokens} > {self.settings.max_text_tokens}"), n_tokens))
@@ -133,9 +145,10 @@ class ShardFilter:
 
     def _offer(self, index: int, raw: dict, doc: Doc, n_tokens: int) -> dict | None:
         """Enter an eligible doc in the draw; returns a duplicate-url reject row, if any."""
-        if doc.url in self._seen_urls:
+        url_digest = int.from_bytes(hashlib.blake2b(doc.url.encode(), digest_size=8).digest(), "big")
+        if url_digest in self._seen_urls:
             return self._resolve_duplicate(index, raw, doc, n_tokens)
-        self._seen_urls.add(doc.url)
+        self._seen_urls.add(url_digest)
         self.stats.eligible += 1
         rank = sample_rank(doc.url, self.settings.seed)
         item = (-int(rank, 16), index, _Entry(index, raw, doc, n_tokens, rank))
@@ -202,7 +215,17 @@ def _as_json_text(value: Any) -> str | None:
 def filter_shard(batches: Iterable[pa.RecordBatch], shard: str, settings: FilterSettings,
                  count_tokens: TokenCounter, on_reject: Callable[[list[dict]], None]
                  ) -> tuple[pa.Table, FilterStats]:
-    f = ShardFilter(shard, settings, count_tokens, on_reject)
-    for batch in batches:
-        f.add_batch(batch)
+    """Filter a shard. Tokenizing batch N (native code, off the GIL) overlaps parsing batch N+1;
+    batches are finished strictly in order, so the result is the same as one batch at a time."""
+    f = ShardFilter(shard, settings, on_reject)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize") as pool:
+        pending = None
+        for batch in batches:
+            prepared = f.prepare(batch)
+            future = pool.submit(count_tokens, prepared.texts()) if prepared.candidates else None
+            if pending is not None:
+                f.finish(pending[0], pending[1].result() if pending[1] else [])
+            pending = (prepared, future)
+        if pending is not None:
+            f.finish(pending[0], pending[1].result() if pending[1] else [])
     return f.result(), f.stats
