@@ -78,7 +78,11 @@ DEMO_RUN_CONFIG = {
 
 def materialize_shards(keys: list[str]) -> list[bool]:
     """Run the shard job for each partition on the persistent instance (visible in the UI)."""
+    from transformers.utils import logging as hf_logging
+
     from viscon_dagster.definitions import SHARD_JOB, defs
+
+    hf_logging.disable_progress_bar()  # one line per shard, not a progress bar per model load
 
     instance = _instance()
     job = defs.resolve_job_def(SHARD_JOB)
