@@ -55,3 +55,16 @@ def test_blocking_checks_gpu_pools_jobs_sensors_resources():
 
 def test_definitions_validate():
     dg.Definitions.validate_loadable(build_definitions(storage_root="s3://bucket/prefix"))
+
+
+def test_dagster_cli_validates_the_workspace():
+    """What `dagster dev` loads: the code location named in workspace.yaml."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    out = subprocess.run([str(Path(sys.executable).with_name("dagster")), "definitions", "validate", "-w",
+                          str(repo / "workspace.yaml")], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Validation successful" in out.stderr + out.stdout
