@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from viscon_dagster import settings
+from viscon_dagster.core.shard_sources import OBELICS_HUB_SOURCE
 
 
 def _instance():
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
 
     shards = sub.add_parser("shards", help="shard partitions").add_subparsers(dest="shards_cmd", required=True)
     reg = shards.add_parser("register", help="register a source's parquet shards as partitions")
-    reg.add_argument("source", help="local folder, s3://bucket/prefix or hf://datasets/<repo>/<folder>")
+    reg.add_argument("source", help=f"local folder, s3://bucket/prefix or hf://datasets/<repo>/<folder> "
+                                    f"(OBELICS: {OBELICS_HUB_SOURCE})")
     reg.set_defaults(fn=cmd_shards_register)
     shards.add_parser("list", help="list registered shard partitions").set_defaults(fn=cmd_shards_list)
 

@@ -205,8 +205,3 @@ def build_conversations(samples: pa.Table | Iterable[dict[str, Any]], mixes: Ite
                 result.records.append(record)
                 result.records_per_mix[mix] += 1
     return result
-
-
-def conversations_table(samples: pa.Table | Iterable[dict[str, Any]], mixes: Iterable[str] = DEFAULT_MIXES,
-                        seed: int = 0) -> pa.Table:
-    return build_conversations(samples, mixes, seed).table()

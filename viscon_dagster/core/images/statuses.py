@@ -63,7 +63,6 @@ STATUS_REGEX = r"^(?:" + "|".join(sorted(KNOWN_STATUSES)) + r"|http_[1-5][0-9]{2
 """One regex for the whole status set (for a great-expectations `match_regex` expectation)."""
 
 KEPT_STATUS = OK
-WITH_IMAGE_STATUSES: frozenset[str] = frozenset({OK, DUPLICATE})
 
 # Outcomes worth another try on a rerun: the journal does not count them as done.
 TRANSIENT_STATUSES: frozenset[str] = frozenset({TIMEOUT, CONNECTION_ERROR, TRUNCATED, READ_ERROR})
