@@ -39,3 +39,33 @@ def test_file_urls_outside_the_allowed_root_are_refused(tmp_path, sample_dir, to
     assert set(md["status_counts"]) == {"blocked_path"}
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks["images_success_rate"] is False  # a warning, not a failed run
+
+
+def test_images_over_http_from_a_loopback_server(tmp_path, tokenizer_dir):
+    """The sample's images served by a real HTTP server on 127.0.0.1 (allow-listed past the SSRF guard)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.conftest import free_port
+    from viscon_dagster.core.sample_data import SampleSpec, write_sample
+
+    port = free_port()
+    write_sample(tmp_path / "web", SampleSpec(shards=1, docs_per_shard=6, seed=3,
+                                              image_base_url=f"http://127.0.0.1:{port}/images/"))
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "web"))
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        defs = build_definitions(storage_root=(tmp_path / "store").as_uri(), tokenizer=str(tokenizer_dir),
+                                 fetcher=image_fetcher(allowed_hosts=["127.0.0.1"]))
+        key = record_shards(defs.resources["storage"], str(tmp_path / "web" / "shards"))[0]
+        with dg.instance_for_test() as instance:
+            result = materialize_partition(defs, ["filtered_docs", "images"], key, instance)
+    finally:
+        server.shutdown()
+    md = {k: v.value for k, v in result.asset_materializations_for_node("images")[0].metadata.items()}
+    statuses = Counter(md["status_counts"])
+    assert statuses["ok"] > 5 and statuses["http_404"] == 1 and statuses["not_image"] == 1
+    assert statuses["duplicate"] == 1 and statuses["too_small"] >= 1
+    assert md["requests_made"] >= md["urls_fetched"]
