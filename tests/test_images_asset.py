@@ -10,32 +10,38 @@ from viscon_dagster.environment import image_fetcher
 from viscon_dagster.partitions import record_shards
 
 
-def test_images_asset_statuses_checks_and_resume(tmp_path, sample_dir, tokenizer_dir):
+def fetch_shard(tmp_path, tokenizer_dir, shards, runs: int = 1, **fetcher_settings):
+    """Materialize filtered_docs + images for the first shard of `shards`, `runs` times."""
     defs = build_definitions(storage_root=(tmp_path / "store").as_uri(), tokenizer=str(tokenizer_dir),
-                             fetcher=image_fetcher(allowed_file_roots=[str(sample_dir / "images")]))
-    key = record_shards(defs.resources["storage"], str(sample_dir / "shards"))[0]
+                             fetcher=image_fetcher(**fetcher_settings))
+    key = record_shards(defs.resources["storage"], str(shards))[0]
     with dg.instance_for_test() as instance:
-        first = materialize_partition(defs, ["filtered_docs", "images"], key, instance)
-        second = materialize_partition(defs, ["filtered_docs", "images"], key, instance)
+        return [materialize_partition(defs, ["filtered_docs", "images"], key, instance) for _ in range(runs)]
+
+
+def images_metadata(result) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node("images")[0].metadata.items()}
+
+
+def test_images_asset_statuses_checks_and_resume(tmp_path, sample_dir, tokenizer_dir):
+    first, second = fetch_shard(tmp_path, tokenizer_dir, sample_dir / "shards", runs=2,
+                                allowed_file_roots=[str(sample_dir / "images")])
     assert first.success and second.success
-    md = {k: v.value for k, v in first.asset_materializations_for_node("images")[0].metadata.items()}
+    md = images_metadata(first)
     statuses = Counter(md["status_counts"])
     assert statuses["ok"] > 20
     assert {"duplicate", "not_found", "not_image", "too_small"} <= set(statuses)
     checks = {c.check_name: c.passed for c in first.get_asset_check_evaluations()}
     assert checks == {"filtered_docs_suite": True, "images_suite": True, "images_success_rate": True}
-    again = {k: v.value for k, v in second.asset_materializations_for_node("images")[0].metadata.items()}
+    again = images_metadata(second)
     assert again["urls_fetched"] == 0 and again["urls_resumed"] == md["urls_fetched"]
     assert again["status_counts"] == md["status_counts"]
 
 
 def test_file_urls_outside_the_allowed_root_are_refused(tmp_path, sample_dir, tokenizer_dir):
-    defs = build_definitions(storage_root=(tmp_path / "store").as_uri(), tokenizer=str(tokenizer_dir),
-                             fetcher=image_fetcher(allowed_file_roots=[str(tmp_path / "elsewhere")]))
-    key = record_shards(defs.resources["storage"], str(sample_dir / "shards"))[0]
-    with dg.instance_for_test() as instance:
-        result = materialize_partition(defs, ["filtered_docs", "images"], key, instance)
-    md = {k: v.value for k, v in result.asset_materializations_for_node("images")[0].metadata.items()}
+    (result,) = fetch_shard(tmp_path, tokenizer_dir, sample_dir / "shards",
+                            allowed_file_roots=[str(tmp_path / "elsewhere")])
+    md = images_metadata(result)
     assert set(md["status_counts"]) == {"blocked_path"}
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks["images_success_rate"] is False  # a warning, not a failed run
@@ -57,14 +63,10 @@ def test_images_over_http_from_a_loopback_server(tmp_path, tokenizer_dir):
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        defs = build_definitions(storage_root=(tmp_path / "store").as_uri(), tokenizer=str(tokenizer_dir),
-                                 fetcher=image_fetcher(allowed_hosts=["127.0.0.1"]))
-        key = record_shards(defs.resources["storage"], str(tmp_path / "web" / "shards"))[0]
-        with dg.instance_for_test() as instance:
-            result = materialize_partition(defs, ["filtered_docs", "images"], key, instance)
+        (result,) = fetch_shard(tmp_path, tokenizer_dir, tmp_path / "web" / "shards", allowed_hosts=["127.0.0.1"])
     finally:
         server.shutdown()
-    md = {k: v.value for k, v in result.asset_materializations_for_node("images")[0].metadata.items()}
+    md = images_metadata(result)
     statuses = Counter(md["status_counts"])
     assert statuses["ok"] > 5 and statuses["http_404"] == 1 and statuses["not_image"] == 1
     assert statuses["duplicate"] == 1 and statuses["too_small"] >= 1
