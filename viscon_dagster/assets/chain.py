@@ -20,13 +20,14 @@ from viscon_dagster.core.captions import CAPTIONS_SCHEMA, caption_jobs, caption_
 from viscon_dagster.core.conversations import MIXES, build_conversations
 from viscon_dagster.core.leakage import summarize as leakage_summary
 from viscon_dagster.core.models.request import ImageRef, SamplingParams
+from viscon_dagster.core.parquet_io import read_parquet
 from viscon_dagster.core.prompts import CAPTION_PROMPT_VERSION, NONCONTEXTUAL_PROMPT_VERSION, QA_PROMPT_VERSION
 from viscon_dagster.core.qa import QA_SCHEMA, qa_request, qa_rows
 from viscon_dagster.core.question_dedup import mark_duplicates
 from viscon_dagster.core.samples import image_samples
 from viscon_dagster.resources.embedder import EmbedderResource
 from viscon_dagster.resources.models.base import ModelBackend
-from viscon_dagster.resources.storage import StorageResource, read_parquet
+from viscon_dagster.resources.storage import StorageResource
 from viscon_dagster.resources.tokenizer import TokenizerResource
 
 

@@ -9,7 +9,8 @@ import dagster as dg
 from viscon_dagster.core.exports import FORMATS, export_conversations, push_dataset
 from viscon_dagster.core.leakage import summarize
 from viscon_dagster.resources.hub import HubResource
-from viscon_dagster.resources.storage import StorageResource, read_parquet
+from viscon_dagster.core.parquet_io import read_parquet
+from viscon_dagster.resources.storage import StorageResource
 
 
 class ReleaseConfig(dg.Config):

@@ -12,7 +12,8 @@ import pandas as pd
 import pyarrow as pa
 from upath import UPath
 
-from viscon_dagster.resources.storage import StorageResource, read_parquet, write_parquet
+from viscon_dagster.core.parquet_io import read_parquet, write_parquet
+from viscon_dagster.resources.storage import StorageResource
 
 
 class ParquetUPathIOManager(dg.UPathIOManager):

@@ -19,7 +19,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field as PField
 from upath import UPath
 
-from viscon_dagster.core.parquet_io import read_parquet, write_parquet  # noqa: F401 (re-exported)
+from viscon_dagster.core.parquet_io import is_local
 from viscon_dagster.settings import viscon_home
 
 ROOT_ENV = "VISCON_STORAGE_ROOT"
@@ -37,7 +37,7 @@ def _is_s3(url: str) -> bool:
 class StorageResource(dg.ConfigurableResource):
     """Where artifacts live. `root` is `file:///abs/dir` (default) or `s3://bucket/prefix`."""
 
-    root: str | None = PField(None, description="storage root URL; default $VISCON_STORAGE_ROOT or ./.viscon")
+    root: str | None = PField(None, description="storage root URL; default $VISCON_STORAGE_ROOT or .viscon/storage")
     s3: S3Resource  # endpoint, region and credentials for s3:// roots and sources
 
     @property
@@ -91,7 +91,8 @@ class ParquetStreamWriter:
 
     def __init__(self, path: UPath, schema: pa.Schema):
         self.path, self.schema, self.rows = path, schema, 0
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if is_local(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("wb")
         self._writer = pq.ParquetWriter(self._file, schema, compression="zstd")
 
