@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -19,6 +20,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from viscon_dagster.core.models.accounting import PriceTable, summarize
+from viscon_dagster.core.models.gc_tuning import gc_tuned_for_throughput
 from viscon_dagster.core.models.journal import Journal
 from viscon_dagster.core.models.request import Request, Response
 
@@ -75,6 +77,8 @@ class ModelBackend(dg.ConfigurableResource):
     model_label: str | None = Field(
         None, description="id recorded in fingerprints and rows (default: `model`); set it to keep the journal "
                           "valid when a local checkpoint moves but its weights do not")
+    tune_gc: bool = Field(True, description="during a call, freeze the objects alive at its start and run young "
+                                            "GC collections less often (core/models/gc_tuning.py)")
 
     _last_wall_s: float = PrivateAttr(0.0)
 
@@ -97,6 +101,10 @@ class ModelBackend(dg.ConfigurableResource):
     async def agenerate(self, requests: Sequence[Request], journal_dir=None,
                         on_response: Callable[[Response], None] | None = None) -> list[Response]:
         """Answers for `requests`, in order; journaled answers are reused, new ones journaled at once."""
+        with gc_tuned_for_throughput() if self.tune_gc else contextlib.nullcontext():
+            return await self._agenerate(requests, journal_dir, on_response)
+
+    async def _agenerate(self, requests, journal_dir, on_response) -> list[Response]:
         t0 = time.perf_counter()
         journal = Journal(journal_dir) if journal_dir is not None else None
         known = await asyncio.to_thread(journal.load) if journal else {}

@@ -93,7 +93,6 @@ class _Run:
     """Per-call state: the client and limiters live on one event loop, so they are made per call."""
 
     client: openai.AsyncOpenAI
-    sem: asyncio.Semaphore
     rpm: AsyncLimiter | None
     tpm: AsyncLimiter | None
     prompt_mode: bool  # schema in the prompt instead of response_format (sticky once the server refuses it)
@@ -263,18 +262,21 @@ class OpenAIHTTPBackend(ModelBackend):
         client = openai.AsyncOpenAI(
             base_url=self.base_url, max_retries=0, timeout=self.timeout_s, http_client=http,
             api_key=self.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY")
-        run = _Run(client=client, sem=asyncio.Semaphore(n),
+        run = _Run(client=client,
                    rpm=AsyncLimiter(self.requests_per_minute, 60) if self.requests_per_minute else None,
                    tpm=AsyncLimiter(self.tokens_per_minute, 60) if self.tokens_per_minute else None,
                    prompt_mode=self.structured_output == "prompt" or self._prompt_mode_learned)
 
-        async def one(j: int) -> None:
-            async with run.sem:
-                resp = await self._answer(run, requests[j], fingerprints[j])
-            await emit(j, resp)
+        todo = iter(range(len(requests)))
+
+        async def worker() -> None:
+            # `max_concurrency` workers pulling from one iterator: a 100k-request partition costs 64 tasks,
+            # not 100k, and the first requests leave before the rest are even looked at
+            for j in todo:
+                await emit(j, await self._answer(run, requests[j], fingerprints[j]))
 
         try:
-            await asyncio.gather(*(one(j) for j in range(len(requests))))
+            await asyncio.gather(*(worker() for _ in range(min(n, len(requests)))))
         finally:
             await client.close()
 
