@@ -9,10 +9,13 @@ Model roles: `caption` (the teacher VLM) and `qa` (the text LLM). For each role 
     VISCON_ROLE_MODEL     model id or path (default: the tiny local VLM / LM under .viscon/models)
     VISCON_ROLE_BASE_URL  for openai / openai_batch: an OpenAI-compatible server (`vllm serve`, …)
     VISCON_ROLE_API_KEY_ENV  the variable holding the key (default OPENAI_API_KEY)
+    VISCON_ROLE_OPTIONS   a JSON object of the backend's other settings, e.g.
+                          {"max_concurrency": 256, "requests_per_minute": 5000} or {"tensor_parallel_size": 2}
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import dagster as dg
@@ -50,21 +53,45 @@ def image_fetcher(**overrides) -> ImageFetcherResource:
     return ImageFetcherResource(**{"allowed_file_roots": allowed, **overrides})
 
 
+def backend_options(role: str, cls: type[ModelBackend]) -> dict:
+    """VISCON_ROLE_OPTIONS, checked against the backend's settings (a misspelt one must not be ignored)."""
+    name = f"VISCON_{role.upper()}_OPTIONS"
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        options = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{name} is not JSON: {e}") from None
+    if not isinstance(options, dict):
+        raise ValueError(f"{name} must be a JSON object of {cls.__name__} settings")
+    unknown = sorted(set(options) - set(cls.model_fields))
+    if unknown:
+        raise ValueError(f"{name}: {cls.__name__} has no setting {', '.join(unknown)}; "
+                         f"it has {', '.join(sorted(cls.model_fields))}")
+    prefix = f"VISCON_{role.upper()}_"
+    if "api_key" in options:
+        raise ValueError(f"{name}: keys never go in options; name their variable in {prefix}API_KEY_ENV")
+    if "model" in options:
+        raise ValueError(f"{name}: set the model with {prefix}MODEL")
+    return options
+
+
 def model_backend(role: str) -> ModelBackend:
     prefix = f"VISCON_{role.upper()}_"
     kind = os.environ.get(prefix + "BACKEND", "transformers")
+    if kind not in BACKENDS:
+        raise ValueError(f"{prefix}BACKEND={kind!r}: use one of {', '.join(BACKENDS)}")
     model = os.environ.get(prefix + "MODEL")
+    cls = {"transformers": TransformersLocalBackend, "vllm": VLLMOfflineBackend, "openai": OpenAIHTTPBackend,
+           "openai_batch": OpenAIBatchBackend}[kind]
+    options = backend_options(role, cls)
     if kind == "transformers" and not model:
         # the tiny random models never stop a JSON string on their own: cap strings so answers close
-        return TransformersLocalBackend(model=str(models_dir() / TINY_MODELS[role]), json_max_string_length=32,
-                                        batch_size=16)
+        defaults = {"json_max_string_length": 32, "batch_size": 16}
+        return TransformersLocalBackend(model=str(models_dir() / TINY_MODELS[role]), **{**defaults, **options})
     model = model or str(models_dir() / TINY_MODELS[role])
-    if kind == "transformers":
-        return TransformersLocalBackend(model=model)
-    if kind == "vllm":
-        return VLLMOfflineBackend(model=model)
     if kind in ("openai", "openai_batch"):
-        cls = OpenAIHTTPBackend if kind == "openai" else OpenAIBatchBackend
-        return cls(model=model, base_url=os.environ.get(prefix + "BASE_URL") or None,
-                   api_key=env_secret(os.environ.get(prefix + "API_KEY_ENV", "OPENAI_API_KEY")))
-    raise ValueError(f"{prefix}BACKEND={kind!r}: use one of {', '.join(BACKENDS)}")
+        options = {"base_url": os.environ.get(prefix + "BASE_URL") or None,
+                   "api_key": env_secret(os.environ.get(prefix + "API_KEY_ENV", "OPENAI_API_KEY")), **options}
+    return cls(model=model, **options)
