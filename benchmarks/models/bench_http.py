@@ -1,14 +1,16 @@
 """Throughput of the OpenAI-compatible backend against a loopback server with a fixed latency.
 
-    .venv/bin/python benchmarks/models/bench_http.py [--latency 0.2] [--concurrency 64 256] [--waves 8]
-                                                     [--curator-python .venv-curator/bin/python]
+    .venv/bin/python benchmarks/models/bench_http.py [--latency 0.2] [--concurrency 64 256] [--waves 25]
+                                                     [--curator-python .venv-curator/bin/python] [--baselines]
 
 The server is the test suite's OpenAI double (tests/models/openai_double.py), in its own process,
 answering every request after exactly `latency` seconds with unlimited capacity. For each concurrency
-c the client sends `waves * c` requests; ideal throughput is c / latency. Client CPU per request is the
-client process's user+system time over the requests. With --curator-python, bespokelabs-curator runs
-the same load from its own venv (bench_curator.py) against the same server, in the same run.
-Prints a markdown table.
+c the client sends `waves * c` requests in one call; ideal throughput is c / latency. "of ideal" is over
+the whole call; "sustained" is the rate between the 10th and 90th percentile completion (no ramp-up, no
+last wave). Client CPU per request is the client process's user+system time over the requests. With
+--curator-python, bespokelabs-curator runs the same load from its own venv (bench_curator.py) against
+the same server, in the same run; --baselines adds the bare openai client (with default and with our
+GC settings) and bare aiohttp. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
-    ap.add_argument("--waves", type=int, default=8)
+    ap.add_argument("--waves", type=int, default=25)
     ap.add_argument("--curator-python", default=None)
     ap.add_argument("--baselines", action="store_true", help="also the bare openai client and bare aiohttp")
     args = ap.parse_args()
