@@ -186,7 +186,7 @@ class OpenAIDouble:
             "completion_window": body.get("completion_window", "24h"), "status": "validating",
             "created_at": int(time.time()), "output_file_id": None, "error_file_id": None, "errors": None,
             "request_counts": {"total": n, "completed": 0, "failed": 0}, "metadata": body.get("metadata"),
-            "_polls": 0,
+            "_polls": 0, "_seq": self.batch_creates,
         }
         return web.json_response(self._batch_view(self.batches[bid]))
 
@@ -240,12 +240,26 @@ class OpenAIDouble:
                 b["status"] = "in_progress"
         return web.json_response(self._batch_view(b))
 
+    async def _list_batches(self, request: web.Request) -> web.Response:
+        """Newest first, `limit` per page, `after` = the last id of the previous page (as the real API)."""
+        order = sorted(self.batches.values(), key=lambda b: (b["created_at"], b["_seq"]), reverse=True)
+        after = request.query.get("after")
+        if after:
+            ids = [b["id"] for b in order]
+            order = order[ids.index(after) + 1:] if after in ids else []
+        limit = int(request.query.get("limit", 20))
+        page = [self._batch_view(b) for b in order[:limit]]
+        return web.json_response({"object": "list", "data": page, "has_more": len(order) > limit,
+                                  "first_id": page[0]["id"] if page else None,
+                                  "last_id": page[-1]["id"] if page else None})
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/files", self._upload)
         app.router.add_get("/v1/files/{fid}/content", self._file_content)
         app.router.add_post("/v1/batches", self._create_batch)
+        app.router.add_get("/v1/batches", self._list_batches)
         app.router.add_get("/v1/batches/{bid}", self._get_batch)
         return app
 

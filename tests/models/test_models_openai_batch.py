@@ -2,6 +2,9 @@
 double: it fails or expires items on demand), through the real `openai` client."""
 
 import json
+import time
+
+import pytest
 
 from viscon_dagster.core.models.journal import Journal
 from viscon_dagster.core.models.request import Request
@@ -72,6 +75,50 @@ def test_a_later_run_collects_the_journaled_batch_instead_of_resubmitting(double
     assert double.batch_creates == 1  # collected, not resubmitted
     third = backend(double).generate(reqs, journal_dir=storage_root / "j")
     assert all(r.cached for r in third) and double.batch_creates == 1
+
+
+class Killed(BaseException):
+    """Stands in for the process dying (a SIGKILL cannot be aimed at the microseconds between the API
+    call and the journal write); BaseException, so nothing in the backend catches it."""
+
+
+def test_a_batch_created_but_not_journaled_is_found_and_collected(double, storage_root, monkeypatch):
+    reqs = [Request.user(f"kill window {i}") for i in range(5)]
+    real_put_state = Journal.put_state
+
+    def die_before_the_batch_id_is_written(self, name, value):
+        if name.startswith("batch-"):
+            raise Killed()
+        return real_put_state(self, name, value)
+
+    # the batch exists on the server when the process dies; its id never reached the journal
+    monkeypatch.setattr(Journal, "put_state", die_before_the_batch_id_is_written)
+    with pytest.raises(Killed):
+        backend(double, max_requests_per_batch=5).generate(reqs, journal_dir=storage_root / "j")
+    monkeypatch.setattr(Journal, "put_state", real_put_state)
+    assert double.batch_creates == 1 and len(Journal(storage_root / "j").states("submitting-")) == 1
+    # another batch created since must not confuse the search
+    backend(double).generate([Request.user("unrelated")])
+    assert double.batch_creates == 2
+
+    out = backend(double).generate(reqs, journal_dir=storage_root / "j")
+    assert [r.status for r in out] == ["ok"] * 5 and out[2].text == "echo: kill window 2"
+    assert double.batch_creates == 2  # found by its input file and collected: not paid twice
+    j = Journal(storage_root / "j")
+    assert j.states("submitting-") == {} and j.states("batch-") == {}
+
+
+def test_an_intent_without_a_batch_is_submitted_again(double, storage_root):
+    reqs = [Request.user(f"never created {i}") for i in range(2)]
+    b = backend(double)
+    fps = [r.fingerprint(b.model_id) for r in reqs]
+    # the process died after journaling its intent, before `batches.create` reached the server
+    Journal(storage_root / "j").put_state("submitting-file-gone", {
+        "input_file_id": "file-gone", "fingerprints": fps, "round": 0, "model": "gpt-4o",
+        "submitted_at": time.time()})
+    out = b.generate(reqs, journal_dir=storage_root / "j")
+    assert [r.status for r in out] == ["ok", "ok"] and double.batch_creates == 1
+    assert Journal(storage_root / "j").states("submitting-") == {}
 
 
 def test_refusals_and_unparsable_in_batches(double):

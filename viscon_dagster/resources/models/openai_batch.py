@@ -3,8 +3,12 @@
 Requests become JSONL files within the API's limits (requests and bytes per file), are uploaded,
 submitted as batches, polled and collected. Each batch id is journaled the moment it is created, so a
 later run (after a crash, or after `max_wait_s` ran out) collects those batches instead of paying
-again. Only the items that failed or expired are resubmitted, at most `max_resubmits` times; what is
-still unanswered then becomes an error row (not journaled: the next run tries again).
+again. The moment between creating a batch and journaling its id is covered too: an intent (the
+uploaded file's id and its fingerprints) is journaled before `batches.create`, and a later run that
+finds an intent looks the batch up by its input file (`batches.list`) and adopts it; if there is none,
+the batch was never created and the items are submitted again. Only the items that failed or expired
+are resubmitted, at most `max_resubmits` times; what is still unanswered then becomes an error row (not
+journaled: the next run tries again).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from viscon_dagster.resources.models.openai_http import OpenAIHTTPBackend, error
 
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 STATE_PREFIX = "batch-"
+INTENT_PREFIX = "submitting-"
+CLOCK_SKEW_S = 3600  # how much older than an intent a batch made from it may look (clocks differ)
 
 
 class OpenAIBatchBackend(OpenAIHTTPBackend):
@@ -85,15 +91,41 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
         ids = {}
         for chunk in self._chunks(lines):
             f = await client.files.create(file=("requests.jsonl", b"".join(chunk)), purpose="batch")
+            fps = [json.loads(line)["custom_id"] for line in chunk]
+            intent = {"input_file_id": f.id, "fingerprints": fps, "round": round_, "model": self.model,
+                      "submitted_at": time.time()}
+            if journal is not None:  # a crash from here until the batch id is journaled is recoverable
+                await asyncio.to_thread(journal.put_state, f"{INTENT_PREFIX}{f.id}", intent)
             batch = await client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
                                                 completion_window=self.completion_window)
-            fps = [json.loads(line)["custom_id"] for line in chunk]
-            state = {"batch_id": batch.id, "input_file_id": f.id, "fingerprints": fps, "round": round_,
-                     "model": self.model, "submitted_at": time.time()}
-            if journal is not None:  # before anything else can fail: a rerun must find this batch
-                await asyncio.to_thread(journal.put_state, f"{STATE_PREFIX}{batch.id}", state)
-            ids[batch.id] = state
+            ids[batch.id] = await self._record(journal, batch.id, intent)
         return ids
+
+    async def _record(self, journal, batch_id: str, intent: dict) -> dict:
+        """Journal a created batch (a rerun collects it) and drop the intent it came from."""
+        state = {"batch_id": batch_id, **intent}
+        if journal is not None:
+            await asyncio.to_thread(journal.put_state, f"{STATE_PREFIX}{batch_id}", state)
+            await asyncio.to_thread(journal.delete_state, f"{INTENT_PREFIX}{intent['input_file_id']}")
+        return state
+
+    async def _adopt_intents(self, client, journal) -> dict[str, dict]:
+        """Batches a killed run created but did not journal, found by their input file; {batch id: state}.
+        Intents with no batch are dropped: their items were never submitted."""
+        intents = {s["input_file_id"]: s for s in (await asyncio.to_thread(journal.states, INTENT_PREFIX)).values()
+                   if s.get("model") == self.model}
+        if not intents:
+            return {}
+        oldest = min(s["submitted_at"] for s in intents.values()) - CLOCK_SKEW_S
+        adopted = {}
+        async for batch in client.batches.list(limit=100):  # newest first
+            if batch.input_file_id in intents:
+                adopted[batch.id] = await self._record(journal, batch.id, intents.pop(batch.input_file_id))
+            if not intents or (batch.created_at or 0) < oldest:
+                break
+        for file_id in intents:
+            await asyncio.to_thread(journal.delete_state, f"{INTENT_PREFIX}{file_id}")
+        return adopted
 
     async def _collect(self, client, batch) -> tuple[dict[str, dict], set[str]]:
         """(custom_id -> response body for answered items, custom_ids that failed)."""
@@ -131,6 +163,8 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
             # batches a previous run submitted: collect, never resubmit
             states = await asyncio.to_thread(journal.states, STATE_PREFIX) if journal is not None else {}
             active = {s["batch_id"]: s for s in states.values() if s.get("model") == self.model}
+            if journal is not None:
+                active.update(await self._adopt_intents(client, journal))
             in_batches = {fp for s in active.values() for fp in s["fingerprints"]}
             pending = {fp: req for fp, (_, req) in by_fp.items() if fp not in in_batches}
             round_ = 0
