@@ -71,3 +71,29 @@ def test_images_over_http_from_a_loopback_server(tmp_path, tokenizer_dir):
     assert statuses["ok"] > 5 and statuses["http_404"] == 1 and statuses["not_image"] == 1
     assert statuses["duplicate"] == 1 and statuses["too_small"] >= 1
     assert md["requests_made"] >= md["urls_fetched"]
+
+
+def test_counts_from_other_shards_flag_frequent_urls(tmp_path, sample_dir, tokenizer_dir):
+    """A URL another shard already used in many documents is flagged here; this shard's own earlier
+    counts are not added twice on a rerun, and the other shard's unrelated URLs are not loaded."""
+    import pyarrow.parquet as pq
+    from upath import UPath
+
+    from viscon_dagster.core.images.url_counts import load_url_doc_counts, save_url_doc_counts
+
+    defs = build_definitions(storage_root=(tmp_path / "store").as_uri(), tokenizer=str(tokenizer_dir),
+                             fetcher=image_fetcher(allowed_file_roots=[str(sample_dir / "images")]))
+    key = record_shards(defs.resources["storage"], str(sample_dir / "shards"))[0]
+    store = UPath(tmp_path / "store")
+    with dg.instance_for_test() as instance:
+        assert materialize_partition(defs, ["filtered_docs", "images"], key, instance).success
+        table = pq.read_table(next((tmp_path / "store").rglob(f"images/{key}*.parquet")))
+        rows = table.to_pylist()
+        ok = next(r for r in rows if r["status"] == "ok")
+        own = ok["url_doc_count"]
+        save_url_doc_counts(store, "another-shard", {ok["image_url"]: 10, "https://unrelated/x.jpg": 99})
+        assert materialize_partition(defs, ["images"], key, instance).success
+    rows = pq.read_table(next((tmp_path / "store").rglob(f"images/{key}*.parquet"))).to_pylist()
+    flagged = [r for r in rows if r["image_url"] == ok["image_url"]]
+    assert flagged and all(r["status"] == "frequent_url" and r["url_doc_count"] == own + 10 for r in flagged)
+    assert load_url_doc_counts(store, exclude_shards=[key], only_urls={ok["image_url"]}) == {ok["image_url"]: 10}

@@ -124,6 +124,9 @@ def test_frequent_urls_are_flagged_and_not_fetched(server, settings, tmp_path):
     save_url_doc_counts(store, "shard-1", {logo: 5})  # the shard being rerun: not counted
     seen = load_url_doc_counts(store, exclude_shards=["shard-1"])
     assert seen == {logo: 8, photo: 1}
+    # what a shard loads is limited to its own URLs
+    assert load_url_doc_counts(store, only_urls={logo, "https://elsewhere/x.jpg"}) == {logo: 13}
+    assert load_url_doc_counts(store, exclude_shards=["shard-1"], only_urls=set()) == {}
     result = fetch_images(requests, store, settings, seen, shard="shard-1")
     assert result.url_doc_counts == {logo: 3, photo: 1}
     assert result.table.column("status").to_pylist() == ["frequent_url"] * 3 + ["ok"]

@@ -34,8 +34,9 @@ def images(context: dg.AssetExecutionContext, config: ImagesConfig, filtered_doc
            storage: StorageResource, image_fetcher: ImageFetcherResource):
     shard = context.partition_key
     store = storage.root_path()
-    seen = load_url_doc_counts(store, exclude_shards=[shard])
-    result = image_fetcher.fetch(image_requests(filtered_docs), store, seen, shard=shard,
+    requests = image_requests(filtered_docs)
+    seen = load_url_doc_counts(store, exclude_shards=[shard], only_urls={r.image_url for r in requests})
+    result = image_fetcher.fetch(requests, store, seen, shard=shard,
                                  s3_storage_options=storage.s3_options())
     save_url_doc_counts(store, shard, result.url_doc_counts)
     summary = result.metadata()
