@@ -125,3 +125,26 @@ def test_refusals_and_unparsable_in_batches(double):
     out = backend(double).generate([Request.user("r [[refuse]]", json_schema=SCHEMA),
                                     Request.user("u [[badjson]]", json_schema=SCHEMA)])
     assert [r.status for r in out] == ["refused", "unparsable"]
+
+
+def test_unparsable_batch_answers_get_one_repair_round(double, storage_root):
+    reqs = [Request.user("fixable [[badjsonx1]]", json_schema=SCHEMA), Request.user("fine", json_schema=SCHEMA),
+            Request.user("hopeless [[badjson]]", json_schema=SCHEMA)]
+    out = backend(double).generate(reqs, journal_dir=storage_root / "j")
+    assert [r.status for r in out] == ["ok", "ok", "unparsable"]
+    assert out[0].parsed == {"caption": "ok "} and double.batch_creates == 2  # the repair went in a second batch
+    assert out[0].usage.completion_tokens > out[1].usage.completion_tokens  # both answers were paid for
+    repair = [line for line in input_lines(double) if len(line["body"]["messages"]) == 3]
+    assert len(repair) == 2 and repair[0]["body"]["messages"][1]["role"] == "assistant"
+    assert "That answer is not valid" in repair[0]["body"]["messages"][2]["content"]
+
+
+def test_without_rounds_left_the_first_unparsable_answer_is_kept(double):
+    out = backend(double, max_resubmits=0).generate([Request.user("x [[badjsonx1]]", json_schema=SCHEMA)])
+    assert out[0].status == "unparsable" and out[0].text is not None
+    assert "no round left for its repair" in out[0].error and double.batch_creates == 1
+
+
+def test_repair_retry_off_means_one_batch(double):
+    out = backend(double, repair_retry=False).generate([Request.user("y [[badjsonx1]]", json_schema=SCHEMA)])
+    assert out[0].status == "unparsable" and double.batch_creates == 1

@@ -8,7 +8,9 @@ uploaded file's id and its fingerprints) is journaled before `batches.create`, a
 finds an intent looks the batch up by its input file (`batches.list`) and adopts it; if there is none,
 the batch was never created and the items are submitted again. Only the items that failed or expired
 are resubmitted, at most `max_resubmits` times; what is still unanswered then becomes an error row (not
-journaled: the next run tries again).
+journaled: the next run tries again). With `repair_retry`, an answer that is not schema-valid JSON goes
+back once, with the model's answer and the reason, in the next round's batch (that round counts toward
+`max_resubmits`); if the repair does not come back, the first answer is kept as `unparsable`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import openai
 from pydantic import Field
 
-from viscon_dagster.core.models.parsing import detect_refusal, parse_structured
+from viscon_dagster.core.models.parsing import detect_refusal, parse_structured, repair_messages
 from viscon_dagster.core.models.request import Request, Response, Usage
 from viscon_dagster.resources.models.openai_http import OpenAIHTTPBackend, error_kind
 
@@ -151,6 +153,8 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
         client = openai.AsyncOpenAI(base_url=self.base_url, max_retries=self.max_attempts - 1, timeout=self.timeout_s,
                                     api_key=self.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY")
         done: set[str] = set()
+        first_answers: dict[str, Response] = {}  # unparsable answers whose repair is under way
+        repairs: dict[str, Request] = {}  # the repair request of each
 
         async def deliver(fp: str, resp: Response) -> None:
             done.add(fp)
@@ -181,11 +185,20 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
                     latency = max(0.0, (batch.completed_at or batch.expired_at or time.time()) - batch.created_at) \
                         if getattr(batch, "created_at", None) else 0.0
                     for fp, body in answered.items():
-                        await deliver(fp, self._interpret(fp, by_fp.get(fp, (0, None))[1], body, latency))
+                        resp = self._interpret(fp, by_fp.get(fp, (0, None))[1], body, latency)
+                        if fp in first_answers:  # a repair's answer: both calls were paid
+                            resp = _with_usage(resp, first_answers.pop(fp).usage)
+                        elif resp.status == "unparsable" and self.repair_retry and fp in by_fp:
+                            req = by_fp[fp][1]
+                            first_answers[fp] = resp
+                            retry[fp] = repairs[fp] = req.model_copy(update={"messages": repair_messages(
+                                req.messages, resp.text, resp.error or "not valid JSON", req.json_schema)})
+                            continue
+                        await deliver(fp, resp)
                     # failed, expired or silently missing: resubmit those this call asked for
                     for fp in active[bid]["fingerprints"]:
                         if fp not in answered and fp in by_fp:
-                            retry[fp] = by_fp[fp][1]
+                            retry[fp] = repairs.get(fp) or by_fp[fp][1]
                     if journal is not None:
                         await asyncio.to_thread(journal.delete_state, f"{STATE_PREFIX}{bid}")
                     del active[bid]
@@ -197,6 +210,9 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
                     if deadline is not None and time.monotonic() >= deadline:
                         break
                     await asyncio.sleep(self.poll_interval_s)
+            for fp, first in first_answers.items():  # the first answer was paid for: keep it
+                why = "no round left for its repair" if fp in retry else "its repair was not answered"
+                await deliver(fp, first.model_copy(update={"error": f"{first.error}; {why}"}))
             for fp, (j, _) in by_fp.items():
                 if fp in done:
                     continue
@@ -212,3 +228,9 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
                                                  error=f"{type(e).__name__}: {e}"[:500]))
         finally:
             await client.close()
+
+
+def _with_usage(resp: Response, earlier: Usage) -> Response:
+    return resp.model_copy(update={"usage": Usage(
+        prompt_tokens=resp.usage.prompt_tokens + earlier.prompt_tokens,
+        completion_tokens=resp.usage.completion_tokens + earlier.completion_tokens)})
