@@ -48,3 +48,14 @@ def test_backend_call_tunes_gc_only_while_it_runs(double, tune):
     else:
         assert all(t == before[0] and frozen == 0 for t, frozen in seen)
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_an_existing_freeze_is_left_in_place():
+    gc.freeze()  # as a pre-forking server might have done
+    try:
+        frozen = gc.get_freeze_count()
+        with gc_tuned_for_throughput():
+            assert gc.get_freeze_count() >= frozen
+        assert gc.get_freeze_count() >= frozen > 0
+    finally:
+        gc.unfreeze()

@@ -26,8 +26,11 @@ def gc_tuned_for_throughput(young_threshold: int = 50_000) -> Iterator[None]:
     global _depth
     with _lock:
         if _depth == 0:
-            _saved.append(gc.get_threshold())
-            gc.freeze()
+            # someone else's freeze (e.g. a pre-forking server) is left alone: unfreeze would undo it
+            owns_freeze = gc.get_freeze_count() == 0
+            _saved.append((gc.get_threshold(), owns_freeze))
+            if owns_freeze:
+                gc.freeze()
             first, *rest = gc.get_threshold()
             gc.set_threshold(max(first, young_threshold), *rest)
         _depth += 1
@@ -37,10 +40,12 @@ def gc_tuned_for_throughput(young_threshold: int = 50_000) -> Iterator[None]:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                gc.set_threshold(*_saved.pop())
-                gc.unfreeze()
+                threshold, owns_freeze = _saved.pop()
+                gc.set_threshold(*threshold)
+                if owns_freeze:
+                    gc.unfreeze()
 
 
 _lock = threading.Lock()
 _depth = 0
-_saved: list[tuple[int, ...]] = []
+_saved: list[tuple[tuple[int, ...], bool]] = []
