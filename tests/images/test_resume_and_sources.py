@@ -193,3 +193,16 @@ def test_s3_store_down_fails_the_shard(server, settings, moto_s3):
     store = UPath("s3://no-such-bucket-here/store", **options)
     with pytest.raises(ImageStorageError):
         fetch_images(reqs([server.url("/img/p20.jpg")]), store, settings)
+
+
+def test_url_counts_on_s3_are_summed_across_many_shards(s3_server, s3_bucket):
+    """The per-shard count files on a real S3-protocol server."""
+    name, _ = s3_bucket
+    store = UPath(f"s3://{name}/store", key="testing", secret="testing",
+                  client_kwargs={"endpoint_url": s3_server})
+    for i in range(40):
+        save_url_doc_counts(store, f"shard-{i:02d}", {"https://a/logo.png": 1, f"https://a/{i}.jpg": 2})
+    assert load_url_doc_counts(store, exclude_shards=["shard-07"], only_urls={"https://a/logo.png", "https://a/7.jpg",
+                                                                           "https://a/8.jpg"}) == {
+        "https://a/logo.png": 39, "https://a/8.jpg": 2}
+    assert len(load_url_doc_counts(store)) == 41

@@ -53,9 +53,9 @@ def test_backend_call_tunes_gc_only_while_it_runs(double, tune):
 def test_an_existing_freeze_is_left_in_place():
     gc.freeze()  # as a pre-forking server might have done
     try:
-        frozen = gc.get_freeze_count()
+        frozen = gc.get_freeze_count()  # frozen objects can still die by refcount: compare loosely
         with gc_tuned_for_throughput():
-            assert gc.get_freeze_count() >= frozen
-        assert gc.get_freeze_count() >= frozen > 0
+            assert gc.get_freeze_count() > frozen // 2
+        assert gc.get_freeze_count() > frozen // 2 > 0
     finally:
         gc.unfreeze()
