@@ -42,7 +42,7 @@ def test_backend_call_tunes_gc_only_while_it_runs(double, tune):
     b = OpenAIHTTPBackend(model="gpt-4o-mini", base_url=double.base_url, api_key="sk-test", tune_gc=tune)
     out = b.generate([Request.user(f"g{i}") for i in range(3)],
                      on_response=lambda r: seen.append((gc.get_threshold()[0], gc.get_freeze_count())))
-    assert [r.status for r in out] == ["ok"] * 3
+    assert [r.status for r in out] == ["ok"] * 3 and len(seen) == 3
     if tune:
         assert all(t == 50_000 and frozen > 0 for t, frozen in seen)
     else:

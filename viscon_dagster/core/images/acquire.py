@@ -59,31 +59,17 @@ class ImageRequest:
     alt_text: str | None = None
 
 
+# the request's columns, then a URL's outcome (as journaled), then what depends on the shard
 RESULT_SCHEMA = pa.schema([
     ("doc_id", pa.string()),
     ("position", pa.int32()),
     ("page_url", pa.string()),
     ("alt_text", pa.string()),
-    ("image_url", pa.string()),
-    ("status", pa.string()),
-    ("error", pa.string()),
-    ("http_status", pa.int32()),
-    ("final_url", pa.string()),  # after redirects
-    ("sha256", pa.string()),  # of the original bytes
-    ("phash", pa.string()),  # imagehash.phash of the normalised image, 16 hex digits
-    ("width", pa.int32()),  # after normalising
-    ("height", pa.int32()),
-    ("original_width", pa.int32()),  # as displayed (EXIF orientation applied)
-    ("original_height", pa.int32()),
-    ("original_format", pa.string()),
-    ("bytes_in", pa.int64()),
-    ("bytes_out", pa.int64()),
-    ("path", pa.string()),  # normalised JPEG, relative to the store
+    *(f for f in OUTCOME_SCHEMA if f.name != "fingerprint"),
     ("duplicate_of", pa.string()),  # sha256 of the kept image, for status duplicate
     ("url_doc_count", pa.int32()),  # documents using this URL, earlier shards and this one
     ("from_journal", pa.bool_()),  # outcome reused from an earlier run
 ])
-
 
 MAX_ERROR_CHARS = 300
 

@@ -26,18 +26,18 @@ OUTCOME_SCHEMA = pa.schema([
     ("status", pa.string()),
     ("error", pa.string()),
     ("http_status", pa.int32()),
-    ("final_url", pa.string()),
-    ("sha256", pa.string()),
-    ("phash", pa.string()),
-    ("width", pa.int32()),
+    ("final_url", pa.string()),  # after redirects
+    ("sha256", pa.string()),  # of the original bytes
+    ("phash", pa.string()),  # imagehash.phash of the normalised image, 16 hex digits
+    ("width", pa.int32()),  # after normalising
     ("height", pa.int32()),
-    ("original_width", pa.int32()),
+    ("original_width", pa.int32()),  # as displayed (EXIF orientation applied)
     ("original_height", pa.int32()),
     ("original_format", pa.string()),
     ("bytes_in", pa.int64()),
     ("bytes_out", pa.int64()),
-    ("path", pa.string()),
-    ("fingerprint", pa.string()),
+    ("path", pa.string()),  # normalised JPEG, relative to the store
+    ("fingerprint", pa.string()),  # of the normalise settings the outcome was made with
 ])
 """One row per fetched image URL (a URL's outcome is the same for every document using it)."""
 

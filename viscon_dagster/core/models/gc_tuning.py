@@ -3,10 +3,10 @@
 A Dagster step process holds a few hundred thousand long-lived objects (dagster, pydantic, openai,
 pandas, the partition's requests). Each HTTP call allocates hundreds of short-lived ones, so the
 default thresholds (700, 10, 10) run a young collection every few requests and a full one, which walks
-every live object and stops the event loop for tens of milliseconds, every ~100 young ones. On the
-benchmark (256 in flight, 200 ms server latency) that costs a quarter of the client's CPU and, worse,
-the pauses bunch answers into bursts the single event loop then works through late (0.62 → 0.88 of
-ideal; docs/benchmarks.md). Reference counting still frees almost everything at once; only cycles wait
+every live object and stops the event loop for ~0.1 s, every ~100 young ones. On the benchmark (256 in
+flight, 200 ms server latency) that costs a third of the client's CPU and, worse, the pauses bunch
+answers into bursts the single event loop then works through late (0.55–0.61 → 0.86–0.91 of ideal
+over whole calls; docs/benchmarks.md). Reference counting still frees almost everything at once; only cycles wait
 for the rarer collections.
 """
 

@@ -145,6 +145,10 @@ class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+                     completion_tokens=self.completion_tokens + other.completion_tokens)
+
 
 # ok: an answer (parsed when a schema was asked for); refused: the model declined; unparsable: no
 # schema-valid JSON even after the repair retry; error: no answer (transport or server failure after

@@ -111,11 +111,9 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
             await asyncio.to_thread(journal.delete_state, f"{INTENT_PREFIX}{intent['input_file_id']}")
         return state
 
-    async def _adopt_intents(self, client, journal) -> dict[str, dict]:
-        """Batches a killed run created but did not journal, found by their input file; {batch id: state}.
-        Intents with no batch are dropped: their items were never submitted."""
-        intents = {s["input_file_id"]: s for s in (await asyncio.to_thread(journal.states, INTENT_PREFIX)).values()
-                   if s.get("model") == self.model}
+    async def _adopt_intents(self, client, journal, intents: dict[str, dict]) -> dict[str, dict]:
+        """Batches a killed run created but did not journal, found by their input file (`intents`: input
+        file id -> intent); {batch id: state}. Intents with no batch are dropped: never submitted."""
         if not intents:
             return {}
         oldest = min(s["submitted_at"] for s in intents.values()) - CLOCK_SKEW_S
@@ -165,10 +163,11 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
 
         try:
             # batches a previous run submitted: collect, never resubmit
-            states = await asyncio.to_thread(journal.states, STATE_PREFIX) if journal is not None else {}
-            active = {s["batch_id"]: s for s in states.values() if s.get("model") == self.model}
-            if journal is not None:
-                active.update(await self._adopt_intents(client, journal))
+            states = await asyncio.to_thread(journal.states) if journal is not None else {}
+            mine = {name: s for name, s in states.items() if s.get("model") == self.model}
+            active = {s["batch_id"]: s for name, s in mine.items() if name.startswith(STATE_PREFIX)}
+            active.update(await self._adopt_intents(client, journal, {
+                s["input_file_id"]: s for name, s in mine.items() if name.startswith(INTENT_PREFIX)}))
             in_batches = {fp for s in active.values() for fp in s["fingerprints"]}
             pending = {fp: req for fp, (_, req) in by_fp.items() if fp not in in_batches}
             round_ = 0
@@ -187,7 +186,7 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
                     for fp, body in answered.items():
                         resp = self._interpret(fp, by_fp.get(fp, (0, None))[1], body, latency)
                         if fp in first_answers:  # a repair's answer: both calls were paid
-                            resp = _with_usage(resp, first_answers.pop(fp).usage)
+                            resp = resp.model_copy(update={"usage": resp.usage + first_answers.pop(fp).usage})
                         elif resp.status == "unparsable" and self.repair_retry and fp in by_fp:
                             req = by_fp[fp][1]
                             first_answers[fp] = resp
@@ -229,8 +228,3 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
         finally:
             await client.close()
 
-
-def _with_usage(resp: Response, earlier: Usage) -> Response:
-    return resp.model_copy(update={"usage": Usage(
-        prompt_tokens=resp.usage.prompt_tokens + earlier.prompt_tokens,
-        completion_tokens=resp.usage.completion_tokens + earlier.completion_tokens)})

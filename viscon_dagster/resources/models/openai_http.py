@@ -223,7 +223,7 @@ class OpenAIHTTPBackend(ModelBackend):
                 wire = await self._wire_messages(with_schema_instruction(msgs, schema))
                 ans = await self._call(run, req, wire, use_rf, calls)
                 run.prompt_mode = self._prompt_mode_learned = True
-            usage = _add(usage, ans.usage)
+            usage += ans.usage
             if reason := detect_refusal(ans.text, ans.refusal, ans.finish_reason):
                 return done(status="refused", text=ans.text, error_kind="refusal", error=reason,
                             finish_reason=ans.finish_reason)
@@ -238,7 +238,7 @@ class OpenAIHTTPBackend(ModelBackend):
                 except openai.OpenAIError as e:  # the first answer was paid for: keep it, as unparsable
                     return done(status="unparsable", text=ans.text, error_kind="unparsable", finish_reason=ans.finish_reason,
                                 error=f"{why}; repair call failed: {type(e).__name__}"[:500])
-                usage = _add(usage, ans2.usage)
+                usage += ans2.usage
                 if reason := detect_refusal(ans2.text, ans2.refusal, ans2.finish_reason):
                     return done(status="refused", text=ans2.text, error_kind="refusal", error=reason,
                                 finish_reason=ans2.finish_reason)
@@ -280,7 +280,3 @@ class OpenAIHTTPBackend(ModelBackend):
         finally:
             await client.close()
 
-
-def _add(a: Usage, b: Usage) -> Usage:
-    return Usage(prompt_tokens=a.prompt_tokens + b.prompt_tokens,
-                 completion_tokens=a.completion_tokens + b.completion_tokens)
