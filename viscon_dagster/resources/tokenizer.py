@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from viscon_dagster.resources.local_models import require_local_model
 from viscon_dagster.settings import models_dir
 
 TOKENIZER_ENV = "VISCON_TOKENIZER"
@@ -32,6 +33,7 @@ class TokenizerResource(dg.ConfigurableResource):
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
+            require_local_model(self.resolved, "the tokenizer folder", TOKENIZER_ENV)
             try:
                 self._tokenizer = AutoTokenizer.from_pretrained(self.resolved)
             except (OSError, ValueError) as e:

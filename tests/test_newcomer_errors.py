@@ -1,0 +1,41 @@
+"""A newcomer's first mistakes get a message that says what is missing and the command that makes it."""
+
+import dagster as dg
+import pytest
+
+from tests.conftest import materialize_partition
+from viscon_dagster.definitions import build_definitions
+from viscon_dagster.partitions import record_shards
+from viscon_dagster.resources.local_models import is_local_path, require_local_model
+
+
+def step_failure_message(result) -> str:
+    failures = result.get_step_failure_events()
+    assert failures, "the run was expected to fail"
+    return failures[0].step_failure_data.error.message
+
+
+def test_fresh_home_without_tiny_models_names_the_command(tmp_path, sample_dir):
+    # VISCON_HOME is a fresh folder (conftest): the default tokenizer, the tiny LM, was never built
+    defs = build_definitions(storage_root=(tmp_path / "store").as_uri())
+    keys = record_shards(defs.resources["storage"], str(sample_dir / "shards"))
+    with dg.instance_for_test() as instance:
+        result = materialize_partition(defs, ["filtered_docs"], keys[0], instance, raise_on_error=False)
+    assert not result.success
+    message = step_failure_message(result)
+    assert "tiny-lm" in message and "does not exist" in message
+    assert "`viscon models tiny`" in message and "VISCON_TOKENIZER" in message
+    assert "Repo id must be" not in message
+
+
+@pytest.mark.parametrize("name, local", [("/abs/models/tiny-lm", True), ("./ckpt", True), ("~/ckpt", True),
+                                         ("openchat/openchat-3.5-0106", False), ("gpt-4o", False)])
+def test_hub_ids_are_not_taken_for_paths(name, local):
+    assert is_local_path(name) is local
+
+
+def test_existing_folder_passes_and_a_hub_id_is_left_to_the_hub(tmp_path):
+    require_local_model(str(tmp_path), "the model", "VISCON_CAPTION_MODEL")
+    require_local_model("HuggingFaceTB/SmolVLM-256M-Instruct", "the model", "VISCON_CAPTION_MODEL")
+    with pytest.raises(dg.Failure, match="VISCON_CAPTION_MODEL"):
+        require_local_model(str(tmp_path / "missing"), "the model", "VISCON_CAPTION_MODEL")

@@ -1,0 +1,29 @@
+"""Say what is missing when a model or tokenizer names a local folder that is not there.
+
+Without this, `from_pretrained('/abs/.viscon/models/tiny-lm')` on a fresh `VISCON_HOME` fails with
+Hugging Face's "Repo id must be in the form 'repo_name'…", which tells a newcomer nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+
+def is_local_path(name_or_path: str) -> bool:
+    """An absolute, home- or dot-relative path, or an existing folder; a hub id is `org/name` or `name`."""
+    return name_or_path.startswith(("/", "~", ".")) or os.path.isdir(name_or_path)
+
+
+def require_local_model(name_or_path: str, what: str, setting: str) -> None:
+    """Fail with the command that makes the folder, or the setting that points elsewhere."""
+    if not is_local_path(name_or_path):
+        return
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return
+    raise dg.Failure(
+        f"{what} {str(path)!r} does not exist. Build the tiny local models with `viscon models tiny` "
+        f"(they go under $VISCON_HOME/models), or set {setting} to a hub id or a checkpoint folder.")
