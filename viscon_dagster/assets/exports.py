@@ -8,8 +8,9 @@ import dagster as dg
 
 from viscon_dagster.core.exports import FORMATS, export_conversations, push_dataset
 from viscon_dagster.core.leakage import summarize
-from viscon_dagster.resources.hub import HubResource
 from viscon_dagster.core.parquet_io import read_parquet
+from viscon_dagster.core.preview import DEFAULT_PER_MIX, PreviewSources, records_markdown, write_preview
+from viscon_dagster.resources.hub import HubResource
 from viscon_dagster.resources.storage import StorageResource
 
 
@@ -20,13 +21,35 @@ class ReleaseConfig(dg.Config):
     split_seed: int = 0
     pretty_name: str = "VisCon (reproduction)"
     push_to: str | None = None           # hf://datasets/org/name, or any fsspec URL
+    preview_per_mix: int = DEFAULT_PER_MIX  # records per mix in preview.html
+    preview_seed: int = 0
 
 
-def release_asset(name: str, conversations: dg.AssetKey, unique_qa: dg.AssetKey, group: str):
+IMAGES = dg.AssetKey("images")
+
+
+def _folder(key: dg.AssetKey) -> str:
+    return "/".join(key.path)
+
+
+def release_asset(name: str, conversations: dg.AssetKey, unique_qa: dg.AssetKey, group: str, *,
+                  captions: dg.AssetKey | None = None, qa_pairs: dg.AssetKey | None = None,
+                  images: dg.AssetKey = IMAGES, rejects: str = "filtered_docs_rejects"):
+    """The release; `captions`, `qa_pairs`, `images` and `rejects` are read (not depended on) for its preview.
+
+    `captions` and `qa_pairs` default to the siblings of `conversations` (same key prefix).
+    """
+    prefix = conversations.path[:-1]
+    preview_sources = {"conversations": _folder(conversations), "unique_qa_pairs": _folder(unique_qa),
+                       "captions": _folder(captions or dg.AssetKey([*prefix, "captions"])),
+                       "qa_pairs": _folder(qa_pairs or dg.AssetKey([*prefix, "qa_pairs"])),
+                       "images": _folder(images), "rejects": rejects}
+
     @dg.asset(name=name, deps=[conversations, unique_qa], group_name=group, kinds={"parquet", "json"},
               code_version="1",
               description="LLaVA JSON + images, Idefics chat parquet with embedded images, HF parquet shards "
-                          "with a dataset card; train/test split by page url. Optionally pushed to the Hub.")
+                          "with a dataset card; train/test split by page url; preview.html, a gallery of a "
+                          "seeded sample per mix with the stage counts. Optionally pushed to the Hub.")
     def _release(context: dg.AssetExecutionContext, config: ReleaseConfig, storage: StorageResource,
                  hub: HubResource):
         shards = sorted(context.instance.get_materialized_partitions(conversations))
@@ -47,6 +70,12 @@ def release_asset(name: str, conversations: dg.AssetKey, unique_qa: dg.AssetKey,
         metadata = {"shards": len(shards), "path": dg.MetadataValue.path(str(out)),
                     **{k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v
                        for k, v in summary.metadata().items()}}
+        released = next(iter(summary.counts.values()), None)
+        preview = write_preview(PreviewSources(storage.root_path(), **preview_sources), shards, out,
+                                title=config.pretty_name, per_mix=config.preview_per_mix, seed=config.preview_seed,
+                                mixes=config.mixes, released=released)
+        metadata.update(preview_html=dg.MetadataValue.path(preview.location),
+                        preview=dg.MetadataValue.md(records_markdown(preview.records)), **preview.metadata())
         if config.push_to:
             pushed = push_dataset(out / "hf", config.push_to, storage_options=storage.options_for(config.push_to),
                                   token=hub.token, private=hub.private, endpoint=hub.endpoint)
