@@ -57,8 +57,8 @@ def run_ours(shard: str, tokenizer: str, batch_size: int) -> int:
     from upath import UPath
 
     from viscon_dagster.core.filtering import REJECTS_SCHEMA, FilterSettings, filter_shard
+    from viscon_dagster.core.parquet_io import ParquetStreamWriter
     from viscon_dagster.core.shard_sources import iter_record_batches
-    from viscon_dagster.resources.storage import ParquetStreamWriter
     from viscon_dagster.resources.tokenizer import TokenizerResource
 
     tok = TokenizerResource(name_or_path=tokenizer)

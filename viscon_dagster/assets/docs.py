@@ -8,10 +8,11 @@ from viscon_dagster.assets.metadata import table_metadata
 from viscon_dagster.checks.docs_checks import check_filtered_docs, filtered_docs_check_spec
 from viscon_dagster.core.filtering import REJECTS_SCHEMA, FilterSettings, filter_shard
 from viscon_dagster.core.obelics import REJECT_REASONS
+from viscon_dagster.core.parquet_io import ParquetStreamWriter
 from viscon_dagster.core.shard_registry import lookup
 from viscon_dagster.core.shard_sources import iter_record_batches
 from viscon_dagster.partitions import obelics_shards
-from viscon_dagster.resources.storage import ParquetStreamWriter, StorageResource
+from viscon_dagster.resources.storage import StorageResource
 from viscon_dagster.resources.tokenizer import TokenizerResource
 
 REJECTS_DIR = "filtered_docs_rejects"

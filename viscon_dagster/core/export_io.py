@@ -1,6 +1,7 @@
 """Storage helpers for the exports: parallel image reads, writes and folder copies through fsspec,
 so the same code serves local folders and S3 prefixes (images are content-addressed files below the
-storage root; a missing one drops its records instead of failing the export)."""
+storage root; a missing one drops its records instead of failing the export). Every file is written
+whole (`atomic_io`), so a reader never sees a torn one."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
 from upath import UPath
+
+from viscon_dagster.core.atomic_io import AtomicFile, write_bytes_atomic
 
 
 def read_images(root: UPath, paths: Iterable[str], workers: int = 8) -> tuple[dict[str, bytes], set[str]]:
@@ -27,9 +30,7 @@ def read_images(root: UPath, paths: Iterable[str], workers: int = 8) -> tuple[di
 
 def write_files(folder: UPath, files: dict[str, bytes], workers: int = 8) -> None:
     def write(item: tuple[str, bytes]) -> None:
-        path = folder / item[0]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(item[1])
+        write_bytes_atomic(folder / item[0], item[1])
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         list(pool.map(write, files.items()))
@@ -52,9 +53,7 @@ def file_sizes(folder: UPath) -> dict[str, int]:
 def copy_tree(src: UPath, dst: UPath, workers: int = 8) -> tuple[int, int]:
     """Copy every file below `src` to the same relative path below `dst`; (files, bytes)."""
     def copy(rel: str) -> None:
-        target = dst / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with (src / rel).open("rb") as fin, target.open("wb") as fout:
+        with (src / rel).open("rb") as fin, AtomicFile(dst / rel) as fout:
             shutil.copyfileobj(fin, fout, length=8 << 20)
 
     sizes = file_sizes(src)

@@ -4,7 +4,8 @@ Layout below `<out>/llava/` (the `image_folder` to give LLaVA's trainer):
     <mix>/<split>.json          [{"id", "image": "images/ab/ab….jpg", "conversations": [...], lineage…}, …]
     images/ab/ab….jpg           the normalised JPEGs, at the relative paths the JSON names
 Lineage keys ride along in each record; LLaVA's loader reads only id/image/conversations.
-The JSON is streamed record by record, so a large mix never sits in memory as one list.
+The JSON is streamed record by record, so a large mix never sits in memory as one list, to a temp file
+(or an upload) that `close()` publishes whole.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, TextIO
 
 from upath import UPath
 
+from viscon_dagster.core.atomic_io import AtomicFile
 from viscon_dagster.core.conversations import LINEAGE_COLUMNS
 from viscon_dagster.core.export_io import write_files
 
@@ -26,19 +28,16 @@ class LlavaWriter:
 
     def __init__(self, out: UPath, workers: int = 8):
         self.folder, self.workers = out / "llava", workers
-        self._files: dict[tuple[str, str], TextIO] = {}
+        self._files: dict[tuple[str, str], AtomicFile] = {}
         self.counts: Counter = Counter()  # (mix, split) → records
         self._copied: set[str] = set()
 
     def _file(self, mix: str, split: str) -> TextIO:
         key = (mix, split)
         if key not in self._files:
-            path = self.folder / mix / f"{split}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            f = path.open("w", encoding="utf-8")
-            f.write("[\n")
-            self._files[key] = f
-        return self._files[key]
+            f = self._files[key] = AtomicFile(self.folder / mix / f"{split}.json", "w")  # appears on close()
+            f.file.write("[\n")
+        return self._files[key].file
 
     def write(self, rows: list[dict[str, Any]], images: dict[str, bytes]) -> None:
         new = {p: images[p] for p in {r["image"] for r in rows} if p not in self._copied}
@@ -53,6 +52,6 @@ class LlavaWriter:
 
     def close(self) -> dict[str, Any]:
         for f in self._files.values():
-            f.write("\n]\n")
-            f.close()
+            f.file.write("\n]\n")
+            f.commit()
         return {"images": len(self._copied)}

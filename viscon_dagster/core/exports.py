@@ -24,6 +24,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 from upath import UPath
 
+from viscon_dagster.core.atomic_io import write_text_atomic
 from viscon_dagster.core.export_card import render_card
 from viscon_dagster.core.export_io import copy_tree, file_sizes, read_images, remove_tree
 from viscon_dagster.core.export_llava import LlavaWriter
@@ -108,7 +109,7 @@ def export_conversations(tables: Iterable[pa.Table], root: UPath, out: UPath, *,
     if "hf" in active:
         card = render_card(summary.counts["hf"], {c: sorted(v) for c, v in lineage.items()}, leakage,
                            pretty_name=pretty_name, default_mix=default_mix)
-        (out / "hf" / "README.md").write_text(card, encoding="utf-8")
+        write_text_atomic(out / "hf" / "README.md", card)
     for name in active:
         sizes = file_sizes(out / name)
         summary.files[name] = [f"{name}/{rel}" for rel in sizes]

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 
 from upath import UPath
 
+from viscon_dagster.core.atomic_io import write_text_atomic
 from viscon_dagster.core.shard_sources import ShardRef
 
 REGISTRY_DIR = "_registry/shards"
@@ -36,9 +37,8 @@ def register(root: UPath, shards: list[ShardRef], source: str) -> list[str]:
             if known != ref.url:
                 raise ShardKeyConflict(f"shard key {ref.key!r} is registered for {known}, not {ref.url}")
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"key": ref.key, "url": ref.url, "source": source,
-                                    "registered_at": datetime.now(timezone.utc).isoformat()}))
+        write_text_atomic(path, json.dumps({"key": ref.key, "url": ref.url, "source": source,
+                                            "registered_at": datetime.now(timezone.utc).isoformat()}))
         new.append(ref.key)
     return new
 

@@ -2,7 +2,9 @@
 
 Paths: `<root>/<asset key path>/<partition key>.parquet`. Outputs may be a pyarrow Table or a
 pandas DataFrame; inputs load as a pyarrow Table, or as a DataFrame when the input is annotated
-`pd.DataFrame`. No pickle anywhere: every artifact is a parquet file any tool can read.
+`pd.DataFrame`. No pickle anywhere: every artifact is a parquet file any tool can read. Each file is
+published whole (`core.parquet_io.write_parquet`): a downstream step never reads a torn file, and a
+run that fails or is killed while writing leaves the previous materialization in place.
 """
 
 from __future__ import annotations

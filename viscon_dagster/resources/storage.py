@@ -13,13 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster_aws.s3 import S3Resource
 from pydantic import Field as PField
 from upath import UPath
 
-from viscon_dagster.core.parquet_io import is_local
 from viscon_dagster.settings import viscon_home
 
 ROOT_ENV = "VISCON_STORAGE_ROOT"
@@ -81,32 +78,3 @@ def upath_for(url: str, storage_options: dict[str, Any] | None = None) -> UPath:
         url = Path(url).resolve().as_uri()
     return UPath(url, **(storage_options or {}))
 
-
-class ParquetStreamWriter:
-    """Append row batches to one parquet file in storage as they come, without holding them.
-
-    The file always exists after `close()`, with the schema even when no row was written, so a
-    reader never has to tell "no rows" from "not produced".
-    """
-
-    def __init__(self, path: UPath, schema: pa.Schema):
-        self.path, self.schema, self.rows = path, schema, 0
-        if is_local(path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("wb")
-        self._writer = pq.ParquetWriter(self._file, schema, compression="zstd")
-
-    def write(self, rows: list[dict]) -> None:
-        if rows:
-            self._writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
-            self.rows += len(rows)
-
-    def close(self) -> None:
-        self._writer.close()
-        self._file.close()
-
-    def __enter__(self) -> "ParquetStreamWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -17,7 +17,9 @@ in request order (columns: `RESULT_SCHEMA`); `ImageResult.url_doc_counts` is thi
 url -> document count, for `save_url_doc_counts(store, shard, ...)`.
 
 Raises `ImageStorageError` (the only failure of a shard) when the store cannot be written; every
-other problem is a row status.
+other problem is a row status. When the store fails, the first failure is the one raised (with its "a
+rerun resumes" hint); a failure of the last journal flush after it is added as a note and logged.
+Each JPEG is written whole (`core/atomic_io.py`): a reader or a rerun never finds a torn image.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from urllib.parse import urlsplit
 
 import pyarrow as pa
 from upath import UPath
+
+from viscon_dagster.core.atomic_io import write_bytes_atomic
 
 from . import statuses as st
 from .dedup import find_duplicates, url_doc_counts
@@ -149,7 +153,6 @@ class _Run:
         self.io = ThreadPoolExecutor(settings.io_workers, thread_name_prefix="images-io")
         self.inflight = asyncio.Semaphore(settings.concurrency * 2)  # bounds bodies held in memory
         self.writes: dict[str, asyncio.Future[None]] = {}  # one write per sha256, shared by its URLs
-        self.local_dirs: set[str] = set()
         self.pending: list[dict[str, Any]] = []
         self.last_flush = time.monotonic()
         self.flush_lock = asyncio.Lock()
@@ -176,10 +179,7 @@ class _Run:
     def _write(self, rel: str, data: bytes) -> None:
         path = self.store / rel
         try:
-            if self.store.protocol in ("", "file", "local") and rel.rsplit("/", 1)[0] not in self.local_dirs:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.local_dirs.add(rel.rsplit("/", 1)[0])
-            path.write_bytes(data)
+            write_bytes_atomic(path, data)
         except Exception as e:
             raise ImageStorageError(f"cannot write images to the store at {path}: {type(e).__name__}: {e}. "
                                     "The shard stops here; a rerun resumes from the journal.") from e
@@ -232,16 +232,28 @@ class _Run:
                 async with asyncio.TaskGroup() as tg:
                     for url in interleave_by_host(urls):
                         tg.create_task(self.process(url))
-        except* ImageStorageError as group:
-            raise group.exceptions[0] from None
-        except* Exception as group:  # a bug or a broken pool: surface the first, not a group
-            raise group.exceptions[0] from None
+        except BaseExceptionGroup as group:  # surface one cause, not a group: storage first, else the first
+            first = next((e for e in group.exceptions if isinstance(e, ImageStorageError)), group.exceptions[0])
+            await self._last_flush(first)
+            raise first from None
+        except BaseException as e:  # cancelled: keep what is done
+            await self._last_flush(e)
+            raise
+        else:
+            await self._last_flush(None)
         finally:
-            try:
-                await self.flush()  # keep what is done, also when cancelled
-            finally:
-                self.cpu.shutdown(cancel_futures=True)
-                self.io.shutdown(wait=True)
+            self.cpu.shutdown(cancel_futures=True)
+            self.io.shutdown(wait=True)
+
+    async def _last_flush(self, failure: BaseException | None) -> None:
+        """Journal what is done; after a `failure` a flush error only adds to it, so the first cause is raised."""
+        try:
+            await self.flush()
+        except Exception as e:
+            if failure is None:
+                raise
+            log.warning("images: after %s, the journal flush failed too: %s", type(failure).__name__, e)
+            failure.add_note(f"Then the last journal flush failed too: {e}")
 
 
 async def afetch_images(requests: Iterable[ImageRequest], store: UPath, settings: ImageSettings | None = None,

@@ -9,36 +9,30 @@ Layout under the journal directory (a `UPath`: local folder or S3 prefix):
                                  thousands of responses on reload instead of one per response
     state/<name>.json            small resumable state, e.g. submitted batch ids
 
-Writes of the same fingerprint are idempotent, and two processes compacting at once only duplicate
-lines (harmless). A half-written entry (killed during a local write) is skipped on load.
+Every file is written whole (`core/atomic_io.py`). Writes of the same fingerprint are idempotent.
+Compaction writes its segment before it deletes the entries it folded, and `load` reads entries before
+it lists segments, so an entry moved by a concurrent compaction is seen in one place or the other; two
+processes compacting at once only duplicate lines, and a file that vanishes between listing and reading
+(folded by the other process) is skipped. A torn entry (from before atomic writes) is skipped on load.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from typing import Any
 
+from viscon_dagster.core.atomic_io import write_text_atomic as _write_text
 from viscon_dagster.core.models.request import Response
 
 
-def _is_local(path) -> bool:
-    return getattr(path, "protocol", "file") in ("", "file", "local")
-
-
-def _write_text(path, text: str) -> None:
-    """Whole-object write: atomic rename locally, single PUT on object stores."""
-    if _is_local(path):
-        local = path.path if hasattr(path, "path") else str(path)
-        os.makedirs(os.path.dirname(local), exist_ok=True)
-        tmp = f"{local}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, local)
-    else:
-        path.write_text(text)
+def _read_text(path) -> str | None:
+    """The file's text, or None when it vanished since it was listed (folded or deleted by another process)."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
 
 
 class Journal:
@@ -54,21 +48,22 @@ class Journal:
             d.fs.invalidate_cache()
         except AttributeError:
             pass
-        if not d.exists():
+        try:
+            return sorted(d.iterdir(), key=lambda p: p.name)
+        except (FileNotFoundError, NotADirectoryError):  # not made yet; on S3 a prefix whose last key went
             return []
-        return sorted(d.iterdir(), key=lambda p: p.name)
 
     def load(self) -> dict[str, Response]:
+        # entries first: one folded away before it is read sits in a segment written before it vanished
+        loose = [r for p in self._listing("entries") for r in self._read_entry(p)]
         entries: dict[str, Response] = {}
         for seg in self._listing("segments"):
             if seg.name.endswith(".jsonl"):
-                for line in seg.read_text().splitlines():
+                for line in (_read_text(seg) or "").splitlines():
                     if line.strip():
                         r = Response.model_validate_json(line)
                         entries[r.fingerprint] = r
-        for p in self._listing("entries"):
-            for r in self._read_entry(p):
-                entries[r.fingerprint] = r
+        entries.update((r.fingerprint, r) for r in loose)
         self._entries = entries
         return entries
 
@@ -89,10 +84,13 @@ class Journal:
     def _read_entry(p) -> list[Response]:
         if not p.name.endswith((".json", ".jsonl")):
             return []  # e.g. a temporary file of a write that was killed
+        text = _read_text(p)
+        if text is None:
+            return []  # folded into another process's segment since it was listed
         try:
-            return [Response.model_validate_json(line) for line in p.read_text().splitlines() if line.strip()]
+            return [Response.model_validate_json(line) for line in text.splitlines() if line.strip()]
         except ValueError:
-            return []  # torn write from a killed process: as if never answered
+            return []  # torn: as if never answered
 
     def put_many(self, responses: list[Response]) -> None:
         """One write for responses that arrived together (group commit)."""
@@ -127,8 +125,8 @@ class Journal:
 
     # -- small resumable state -----------------------------------------------------------------
     def get_state(self, name: str) -> dict[str, Any] | None:
-        p = self.root / "state" / f"{name}.json"
-        return json.loads(p.read_text()) if p.exists() else None
+        text = _read_text(self.root / "state" / f"{name}.json")
+        return json.loads(text) if text is not None else None
 
     def put_state(self, name: str, value: dict[str, Any]) -> None:
         _write_text(self.root / "state" / f"{name}.json", json.dumps(value, sort_keys=True))
@@ -137,5 +135,6 @@ class Journal:
         (self.root / "state" / f"{name}.json").unlink(missing_ok=True)
 
     def states(self, prefix: str = "") -> dict[str, dict[str, Any]]:
-        return {p.name[:-5]: json.loads(p.read_text()) for p in self._listing("state")
-                if p.name.startswith(prefix) and p.name.endswith(".json")}
+        found = {p.name[:-5]: _read_text(p) for p in self._listing("state")
+                 if p.name.startswith(prefix) and p.name.endswith(".json")}
+        return {name: json.loads(text) for name, text in found.items() if text is not None}
