@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from viscon_dagster.core.leakage import leakage_score, summarize
+from viscon_dagster.core.leakage import leakage_score, leakage_summary
 from viscon_dagster.core.prompts import qa_json_schema
 from viscon_dagster.core.qa import validate_qa
 from viscon_dagster.core.question_dedup import find_duplicates
@@ -47,7 +47,7 @@ def test_leakage_score_measures_answer_words_found_in_caption():
     assert leakage_score("The doors are blue.", caption) == 1.0
     assert leakage_score("In Porto.", caption) == 0.0
     assert 0 < leakage_score("Lisbon, in spring.", caption) < 1
-    assert summarize([1.0, 0.0, 0.5])["mean"] == 0.5
+    assert leakage_summary([1.0, 0.0, 0.5])["mean"] == 0.5
 
 
 def test_duplicates_within_image_then_shard():

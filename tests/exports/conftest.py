@@ -8,7 +8,7 @@ from upath import UPath
 
 from tests.conversations.samples import samples, write_images
 from viscon_dagster.core.conversations import MIXES, build_conversations
-from viscon_dagster.core.export_card import leakage_summary
+from viscon_dagster.core.export_card import leakage_by_kind
 from viscon_dagster.core.exports import export_conversations
 
 TEST_FRACTION = 0.3
@@ -45,5 +45,5 @@ def exported(tmp_path_factory, tables, storage_root, shards):
     out = UPath(tmp_path_factory.mktemp("export"))
     summary = export_conversations(tables, storage_root, out, test_fraction=TEST_FRACTION,
                                    max_shard_bytes=MAX_SHARD_BYTES,
-                                   leakage=leakage_summary(s for shard in shards for s in shard))
+                                   leakage=leakage_by_kind(s for shard in shards for s in shard))
     return out, summary

@@ -1,13 +1,13 @@
 import yaml
 
-from viscon_dagster.core.export_card import leakage_summary, render_card
-from viscon_dagster.core.leakage import summarize
+from viscon_dagster.core.export_card import leakage_by_kind, render_card
+from viscon_dagster.core.leakage import leakage_summary
 
 
 def test_card_takes_a_flat_leakage_summary_and_condenses_long_lineage():
     counts = {"captions": {"train": 5}, "mcq": {"train": 3, "test": 1}}
     lineage = {"caption_model": ["m1"], "shard": [f"shard-{i:02d}" for i in range(45)]}
-    card = render_card(counts, lineage, summarize([0.0, 0.5, 1.0]), default_mix="leaky")
+    card = render_card(counts, lineage, leakage_summary([0.0, 0.5, 1.0]), default_mix="leaky")
     front = yaml.safe_load(card.split("---")[1])
     configs = {c["config_name"]: c for c in front["configs"]}
     # no leaky config in this export: the first mix becomes the default; splits without rows are not listed
@@ -20,7 +20,7 @@ def test_card_takes_a_flat_leakage_summary_and_condenses_long_lineage():
 
 def test_leakage_summary_per_kind():
     rows = [{"free_form": [{"leakage": 0.2}, {"leakage": 0.4}], "mcq": [{"leakage": 1.0}]}, {"free_form": None}]
-    s = leakage_summary(rows)
+    s = leakage_by_kind(rows)
     assert s["free_form"] == {"count": 2, "mean": 0.3, "median": 0.3}
     assert s["all"]["count"] == 3 and s["mcq"]["median"] == 1.0
-    assert leakage_summary([]) == {"free_form": {"count": 0}, "mcq": {"count": 0}, "all": {"count": 0}}
+    assert leakage_by_kind([]) == {"free_form": {"count": 0}, "mcq": {"count": 0}, "all": {"count": 0}}

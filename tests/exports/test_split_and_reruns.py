@@ -6,7 +6,7 @@ from upath import UPath
 
 from tests.exports.conftest import conversation_tables, shard_samples
 from viscon_dagster.core.export_split import split_for
-from viscon_dagster.core.exports import export_conversations, export_llava
+from viscon_dagster.core.exports import export_conversations
 
 
 def test_split_for_is_seeded_stable_and_close_to_the_fraction():
@@ -23,8 +23,9 @@ def test_rerun_with_shards_in_another_order_gives_the_same_splits(tmp_path, stor
         folder = Path(out.path) / "llava" / "qa"
         return {s: sorted(r["id"] for r in json.loads((folder / f"{s}.json").read_text())) for s in ("train", "test")}
 
-    a = export_llava(tables, storage_root, UPath(tmp_path / "a"), test_fraction=0.3)
-    b = export_llava(list(reversed(tables)), storage_root, UPath(tmp_path / "b"), test_fraction=0.3, chunk_rows=7)
+    a = export_conversations(tables, storage_root, UPath(tmp_path / "a"), formats=("llava",), test_fraction=0.3)
+    b = export_conversations(list(reversed(tables)), storage_root, UPath(tmp_path / "b"), formats=("llava",),
+                             test_fraction=0.3, chunk_rows=7)
     assert a.counts == b.counts
     assert ids_per_split(UPath(tmp_path / "a")) == ids_per_split(UPath(tmp_path / "b"))
 

@@ -7,7 +7,7 @@ so a release of thousands of shards streams shard by shard.
 import dagster as dg
 
 from viscon_dagster.core.exports import FORMATS, export_conversations, push_dataset
-from viscon_dagster.core.leakage import summarize
+from viscon_dagster.core.leakage import leakage_summary
 from viscon_dagster.core.parquet_io import read_parquet
 from viscon_dagster.core.preview import DEFAULT_PER_MIX, PreviewSources, records_markdown, write_preview
 from viscon_dagster.resources.hub import HubResource
@@ -66,7 +66,7 @@ def release_asset(name: str, conversations: dg.AssetKey, unique_qa: dg.AssetKey,
         summary = export_conversations(tables(conversations), storage.root_path(), out,
                                        formats=config.formats, mixes=config.mixes,
                                        test_fraction=config.test_fraction, split_seed=config.split_seed,
-                                       leakage=summarize(leakage), pretty_name=config.pretty_name)
+                                       leakage=leakage_summary(leakage), pretty_name=config.pretty_name)
         metadata = {"shards": len(shards), "path": dg.MetadataValue.path(str(out)),
                     **{k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v
                        for k, v in summary.metadata().items()}}

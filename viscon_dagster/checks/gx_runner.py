@@ -38,7 +38,7 @@ def validate(df: pd.DataFrame, name: str, build: SuiteBuilder):
     return batch.validate(suite)
 
 
-def summarize(result) -> tuple[bool, dict[str, Any]]:
+def result_summary(result) -> tuple[bool, dict[str, Any]]:
     """(passed, metadata): one line per expectation, failed ones with their unexpected counts."""
     lines, failed = [], 0
     for r in result.results:
@@ -62,7 +62,7 @@ def summarize(result) -> tuple[bool, dict[str, Any]]:
 def run_suite(df: pd.DataFrame, name: str, build: SuiteBuilder, asset_key: str | dg.AssetKey,
               check_name: str, severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
               ) -> dg.AssetCheckResult:
-    passed, metadata = summarize(validate(df, name, build))
+    passed, metadata = result_summary(validate(df, name, build))
     metadata["rows"] = len(df)
     return dg.AssetCheckResult(asset_key=dg.AssetKey(asset_key) if isinstance(asset_key, str) else asset_key,
                                check_name=check_name, passed=passed, severity=severity, metadata=metadata)

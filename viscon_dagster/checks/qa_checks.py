@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from viscon_dagster.checks.gx_runner import run_suite
-from viscon_dagster.core.qa import LETTERS, QA_REASONS
+from viscon_dagster.core.qa import MCQ_LETTERS, QA_REASONS
 
 QA_CHECK = "qa_pairs_suite"
 
@@ -24,7 +24,7 @@ def qa_expectations():
             E.ExpectColumnValuesToBeInSet(column="invalid_reason", value_set=list(QA_REASONS)),
             E.ExpectColumnValueLengthsToBeBetween(column="valid_question", min_value=1),
             E.ExpectColumnValueLengthsToBeBetween(column="valid_answer_text", min_value=1),
-            E.ExpectColumnValuesToBeInSet(column="mcq_letter", value_set=list(LETTERS)),
+            E.ExpectColumnValuesToBeInSet(column="mcq_letter", value_set=list(MCQ_LETTERS)),
             E.ExpectColumnValuesToBeInSet(column="mcq_distinct_options", value_set=[4]),
             E.ExpectColumnValuesToBeInSet(column="mcq_answer_among_options", value_set=[True]),
         ]

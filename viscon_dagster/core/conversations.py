@@ -30,10 +30,11 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
+from viscon_dagster.core.qa import MCQ_LETTERS
+
 MIXES = ("leaky", "captions", "free_form", "mcq", "qa", "separate", "noncontextual")
 DEFAULT_MIXES = ("leaky",)
 IMAGE_TOKEN = "<image>"
-LETTERS = "ABCD"
 MCQ_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 MCQ_ANSWER_STYLES = ("letter", "letter_text")
 
@@ -121,14 +122,14 @@ def mcq_turns(items: Iterable[dict] | None, dropped: Counter, answer_style: str 
     for item in items or []:
         q = _clean(item.get("question"), dropped)
         options = [_strip_letter(_clean(o, dropped), letter)
-                   for letter, o in zip(LETTERS, item.get("options") or [])]
+                   for letter, o in zip(MCQ_LETTERS, item.get("options") or [])]
         answer = (item.get("answer") or "").strip().upper()[:1]
-        if (not q or len(item.get("options") or []) != len(LETTERS) or not all(options)
-                or len(set(options)) != len(options) or answer not in LETTERS or not answer):
+        if (not q or len(item.get("options") or []) != len(MCQ_LETTERS) or not all(options)
+                or len(set(options)) != len(options) or answer not in MCQ_LETTERS or not answer):
             dropped["invalid_mcq"] += 1
             continue
-        lines = [q] + [f"{letter}. {o}" for letter, o in zip(LETTERS, options)] + [MCQ_INSTRUCTION]
-        reply = answer if answer_style == "letter" else f"{answer}. {options[LETTERS.index(answer)]}"
+        lines = [q] + [f"{letter}. {o}" for letter, o in zip(MCQ_LETTERS, options)] + [MCQ_INSTRUCTION]
+        reply = answer if answer_style == "letter" else f"{answer}. {options[MCQ_LETTERS.index(answer)]}"
         turns.append(("\n".join(lines), reply))
     return turns
 

@@ -28,7 +28,7 @@ OBELICS_BIBTEX = """@inproceedings{laurencon2023obelics,
 }"""
 
 
-def leakage_summary(samples: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def leakage_by_kind(samples: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Mean/median leakage of the Q&A (stage-7 samples' `free_form` / `mcq` items), per kind and overall."""
     scores: dict[str, list[float]] = {"free_form": [], "mcq": []}
     for s in samples:
@@ -77,7 +77,7 @@ def _values(vals: list[str], limit: int = 6) -> str:
 
 
 def _leakage_table(leakage: dict[str, Any] | None) -> str:
-    """Accepts {kind: summary} (see `leakage_summary`) or one flat summary (`core.leakage.summarize`)."""
+    """Accepts {kind: summary} (see `leakage_by_kind`) or one flat summary (`core.leakage.leakage_summary`)."""
     if not leakage:
         return "Not computed for this export."
     per_kind = leakage if all(isinstance(v, dict) for v in leakage.values()) else {"all": leakage}

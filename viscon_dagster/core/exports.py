@@ -69,8 +69,8 @@ def export_conversations(tables: Iterable[pa.Table], root: UPath, out: UPath, *,
     """Write the chosen formats for `tables` below `out`; images are read from `root / image`.
 
     `mixes` limits the export to those mixes (default: every mix in the tables). `leakage` is the
-    precomputed Q&A leakage summary for the card (`export_card.leakage_summary` or
-    `core.leakage.summarize`).
+    precomputed Q&A leakage summary for the card (`export_card.leakage_by_kind` or
+    `core.leakage.leakage_summary`).
     """
     formats = list(dict.fromkeys(formats))
     if unknown := set(formats) - set(FORMATS):
@@ -115,18 +115,6 @@ def export_conversations(tables: Iterable[pa.Table], root: UPath, out: UPath, *,
         summary.files[name] = [f"{name}/{rel}" for rel in sizes]
         summary.bytes[name] = sum(sizes.values())
     return summary
-
-
-def export_llava(tables: Iterable[pa.Table], root: UPath, out: UPath, **kw: Any) -> ExportSummary:
-    return export_conversations(tables, root, out, formats=("llava",), **kw)
-
-
-def export_idefics(tables: Iterable[pa.Table], root: UPath, out: UPath, **kw: Any) -> ExportSummary:
-    return export_conversations(tables, root, out, formats=("idefics",), **kw)
-
-
-def export_hf(tables: Iterable[pa.Table], root: UPath, out: UPath, **kw: Any) -> ExportSummary:
-    return export_conversations(tables, root, out, formats=("hf",), **kw)
 
 
 def parse_hf_target(target: str) -> tuple[str, str | None]:

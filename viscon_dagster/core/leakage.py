@@ -33,7 +33,7 @@ def leakage_score(answer: str, caption: str) -> float:
     return round(len(answer_words & content_words(caption)) / len(answer_words), 4)
 
 
-def summarize(scores: list[float]) -> dict[str, float]:
+def leakage_summary(scores: list[float]) -> dict[str, float]:
     if not scores:
         return {"count": 0}
     return {"count": len(scores), "mean": round(statistics.fmean(scores), 4),

@@ -16,7 +16,7 @@ from viscon_dagster.core.leakage import leakage_score
 from viscon_dagster.core.models.request import Request, Response, SamplingParams
 from viscon_dagster.core.prompts import QA_PROMPT_VERSION, QA_SYSTEM, qa_json_schema, qa_prompt
 
-LETTERS = ("A", "B", "C", "D")
+MCQ_LETTERS = ("A", "B", "C", "D")  # the options of a multiple-choice question, in order
 QA_REASONS = ("malformed_item", "empty_question", "empty_answer", "not_four_options", "empty_option",
               "duplicate_options", "bad_answer_letter", "not_an_object", "no_items",
               "refused", "unparsable", "error")  # the last three: the model's answer as a whole failed
@@ -38,8 +38,8 @@ class QAItem:
     @property
     def answer_text(self) -> str:
         """The answer as text: for an MCQ, the option its letter names."""
-        if self.kind == "mcq" and self.options and self.answer in LETTERS[: len(self.options)]:
-            return self.options[LETTERS.index(self.answer)]
+        if self.kind == "mcq" and self.options and self.answer in MCQ_LETTERS[: len(self.options)]:
+            return self.options[MCQ_LETTERS.index(self.answer)]
         return self.answer
 
 
@@ -69,7 +69,7 @@ def _mcq(i: int, item: Any) -> QAItem:
         reason = "empty_option"
     elif len({o.casefold() for o in options}) != 4:
         reason = "duplicate_options"
-    elif letter not in LETTERS:
+    elif letter not in MCQ_LETTERS:
         reason = "bad_answer_letter"
     else:
         reason = None
