@@ -18,7 +18,7 @@ from viscon_dagster.checks.conversation_checks import check_conversations, conve
 from viscon_dagster.checks.qa_checks import check_qa, qa_check_spec
 from viscon_dagster.core.captions import CAPTIONS_SCHEMA, caption_jobs, caption_request, caption_rows
 from viscon_dagster.core.conversations import MIXES, build_conversations
-from viscon_dagster.core.leakage import summarize as leakage_summary
+from viscon_dagster.core.leakage import leakage_summary
 from viscon_dagster.core.models.request import ImageRef, SamplingParams
 from viscon_dagster.core.parquet_io import read_parquet
 from viscon_dagster.core.prompts import CAPTION_PROMPT_VERSION, NONCONTEXTUAL_PROMPT_VERSION, QA_PROMPT_VERSION
