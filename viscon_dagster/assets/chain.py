@@ -115,7 +115,8 @@ def _caption_asset(spec: ChainSpec, name: str, contextual: bool, description: st
         requests = [caption_request(j, ImageRef(url=str(storage.path(j.image_path)), sha256=j.image_sha256,
                                                 storage_options=options, mime="image/jpeg"), params)
                     for j in jobs]
-        responses = model.generate(requests, journal_dir=_journal(storage, key, context.partition_key))
+        responses = model.generate(requests, journal_dir=_journal(storage, key, context.partition_key),
+                                   lease_owner=context.run_id)
         table = pa.Table.from_pylist(caption_rows(jobs, responses, contextual, config.min_chars, config.max_chars),
                                      schema=CAPTIONS_SCHEMA)
         yield dg.Output(table, metadata={
@@ -146,7 +147,8 @@ def _qa_asset(spec: ChainSpec):
         usable = captions.filter(pa.compute.equal(captions["status"], "ok")).to_pylist()
         params = SamplingParams(max_tokens=config.max_tokens, temperature=config.temperature)
         requests = [qa_request(c["caption"], config.n_free_form, config.n_mcq, params) for c in usable]
-        responses = model.generate(requests, journal_dir=_journal(storage, key, context.partition_key))
+        responses = model.generate(requests, journal_dir=_journal(storage, key, context.partition_key),
+                                   lease_owner=context.run_id)
         rows = [row for c, r in zip(usable, responses, strict=True) for row in qa_rows(c, r)]
         table = pa.Table.from_pylist(rows, schema=QA_SCHEMA)
         valid = table.filter(table["valid"])

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from viscon_dagster.core.lease import journal_lease
 from viscon_dagster.core.models.accounting import PriceTable, summarize
 from viscon_dagster.core.models.gc_tuning import gc_tuned_for_throughput
 from viscon_dagster.core.models.journal import Journal
@@ -79,6 +80,11 @@ class ModelBackend(dg.ConfigurableResource):
                           "valid when a local checkpoint moves but its weights do not")
     tune_gc: bool = Field(True, description="during a call, freeze the objects alive at its start and run young "
                                             "GC collections less often (core/models/gc_tuning.py)")
+    lease_ttl_s: float = Field(600.0, description="a partition's lease (core/lease.py) lapses this long after its "
+                                                  "last renewal (every third of it while working), so a dead run "
+                                                  "does not hold the partition longer")
+    lease_wait_s: float = Field(60.0, description="how long a second run of a partition waits for its lease "
+                                                  "before failing with the run that holds it")
 
     _last_wall_s: float = PrivateAttr(0.0)
 
@@ -99,10 +105,14 @@ class ModelBackend(dg.ConfigurableResource):
 
     # -- the interface ------------------------------------------------------------------------
     async def agenerate(self, requests: Sequence[Request], journal_dir=None,
-                        on_response: Callable[[Response], None] | None = None) -> list[Response]:
-        """Answers for `requests`, in order; journaled answers are reused, new ones journaled at once."""
+                        on_response: Callable[[Response], None] | None = None,
+                        lease_owner: str | None = None) -> list[Response]:
+        """Answers for `requests`, in order; journaled answers are reused, new ones journaled at once.
+        The journal's partition is leased meanwhile, so a second run of it waits or fails instead of paying
+        again; `lease_owner` (the Dagster run id) is who other runs are told holds it."""
         with gc_tuned_for_throughput() if self.tune_gc else contextlib.nullcontext():
-            return await self._agenerate(requests, journal_dir, on_response)
+            async with journal_lease(journal_dir, lease_owner, self.lease_ttl_s, self.lease_wait_s):
+                return await self._agenerate(requests, journal_dir, on_response)
 
     async def _agenerate(self, requests, journal_dir, on_response) -> list[Response]:
         t0 = time.perf_counter()
@@ -143,9 +153,10 @@ class ModelBackend(dg.ConfigurableResource):
         return out  # type: ignore[return-value]
 
     def generate(self, requests: Sequence[Request], journal_dir=None,
-                 on_response: Callable[[Response], None] | None = None) -> list[Response]:
+                 on_response: Callable[[Response], None] | None = None,
+                 lease_owner: str | None = None) -> list[Response]:
         """Sync wrapper of `agenerate`, for assets."""
-        return run_sync(self.agenerate(requests, journal_dir, on_response))
+        return run_sync(self.agenerate(requests, journal_dir, on_response, lease_owner))
 
     def metadata(self, responses: Sequence[Response], remaining_partitions: int = 0) -> dict:
         """Flat asset metadata (usage, failures, latency, USD, projection) of the last `generate` call."""

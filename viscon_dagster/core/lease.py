@@ -1,0 +1,392 @@
+"""A lease in storage on one partition's model work, so that two runs of a partition never pay twice.
+
+    with journal_lease(journal_dir, owner="run 1f2e…", ttl_s=600, wait_s=60):
+        ...  # load the journal, ask only what it lacks, compact
+
+The lease is one small JSON object (`<journal_dir>/lease.json`): who holds it, since when, until when.
+It is taken with a conditional create (locally a hard link, which fails on an existing name; on S3 a
+PUT with `If-None-Match: *`), renewed by a background thread while the work runs, and deleted on exit
+only while it is still ours. Every change to an existing lease is a compare-and-swap on the version
+last seen (S3: `If-Match: <ETag>`; locally the content digest, checked under an `flock` on a guard
+file), so of two runs that find an expired lease only one takes it over. A lease past its expiry, or
+held by a process of this machine that no longer exists (a SIGKILLed run), may be taken over; a
+second run otherwise waits up to `wait_s`, then fails with who holds the partition.
+
+Expiry compares wall clocks of different machines: keep `ttl_s` well above any clock skew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Self
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "lease.json"
+_LOCAL = ("", "file", "local")
+_S3 = ("s3", "s3a")
+
+
+class LeaseHeld(RuntimeError):
+    """Another run holds the lease and did not let go within the wait."""
+
+
+class LeaseLost(RuntimeError):
+    """Our lease expired and another run took it over while we were working."""
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def machine_id() -> str | None:
+    """This host, boot and PID namespace: within it a PID names one live process. None off Linux."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        pid_ns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return f"{socket.gethostname()}/{boot}/{pid_ns}"
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, another user's
+    try:  # a killed process its parent has not reaped yet holds nothing
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def default_owner() -> str:
+    return f"process {os.getpid()} on {socket.gethostname()}"
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    owner: str          # shown to whoever finds the partition taken, e.g. "run 1f2e…"
+    token: str          # unique per acquisition
+    machine: str | None
+    pid: int
+    acquired_at: float  # epoch seconds
+    expires_at: float
+
+    def dump(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def load(cls, data: bytes, where: str) -> LeaseRecord:
+        try:
+            return cls(**json.loads(data))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{where} is not a lease record ({e}); delete it if no run is working on that "
+                             "partition") from e
+
+    def takeable(self, now: float, machine: str | None) -> bool:
+        """Expired, or its holder was a process of this machine that is gone."""
+        if self.expires_at <= now:
+            return True
+        return machine is not None and self.machine == machine and not process_alive(self.pid)
+
+
+# -- where the lease object lives: every write is conditional ------------------------------------
+class LocalStore:
+    """A file. Create is a hard link of a complete temporary file (atomic, never half-written);
+    replace and delete check the digest of what is there under an exclusive flock of a guard file."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    @staticmethod
+    def _digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    def _tmp(self, data: bytes) -> str:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return tmp
+
+    @contextlib.contextmanager
+    def _guarded(self):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(f"{self.path}.guard", "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            yield  # the lock goes with the descriptor
+
+    def read(self) -> tuple[bytes, str] | None:
+        try:
+            data = Path(self.path).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, self._digest(data)
+
+    def create(self, data: bytes) -> str | None:
+        tmp = self._tmp(data)
+        try:
+            os.link(tmp, self.path)
+        except FileExistsError:
+            return None
+        finally:
+            os.unlink(tmp)
+        return self._digest(data)
+
+    def replace(self, data: bytes, version: str) -> str | None:
+        with self._guarded():
+            current = self.read()
+            if current is None or current[1] != version:
+                return None
+            os.replace(self._tmp(data), self.path)
+        return self._digest(data)
+
+    def delete(self, version: str) -> bool:
+        with self._guarded():
+            current = self.read()
+            if current is None or current[1] != version:
+                return False
+            os.unlink(self.path)
+        return True
+
+
+_LOST_RACE = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404", "412", "409")
+
+
+def _lost_race(error) -> bool:
+    return error.response.get("Error", {}).get("Code") in _LOST_RACE
+
+
+class S3Store:
+    """An object. Create is `PUT If-None-Match: *`; replace and delete carry `If-Match: <ETag>`."""
+
+    def __init__(self, client, bucket: str, key: str):
+        self.client, self.bucket, self.key = client, bucket, key
+
+    def read(self) -> tuple[bytes, str] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            r = self.client.get_object(Bucket=self.bucket, Key=self.key)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        return r["Body"].read(), r["ETag"]
+
+    def _put(self, data: bytes, **condition) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.put_object(Bucket=self.bucket, Key=self.key, Body=data,
+                                          ContentType="application/json", **condition)["ETag"]
+        except ClientError as e:
+            if _lost_race(e):
+                return None
+            raise
+
+    def create(self, data: bytes) -> str | None:
+        return self._put(data, IfNoneMatch="*")
+
+    def replace(self, data: bytes, version: str) -> str | None:
+        return self._put(data, IfMatch=version)
+
+    def delete(self, version: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=version)
+        except ClientError as e:
+            if _lost_race(e):
+                return False
+            raise
+        return True
+
+
+def s3_client(storage_options: dict):
+    """A boto3 client from the fsspec/s3fs options a UPath carries (endpoint, region, credentials)."""
+    import boto3
+
+    session = boto3.session.Session(
+        aws_access_key_id=storage_options.get("key"), aws_secret_access_key=storage_options.get("secret"),
+        aws_session_token=storage_options.get("token"), profile_name=storage_options.get("profile"))
+    kwargs = dict(storage_options.get("client_kwargs") or {})
+    if storage_options.get("endpoint_url"):
+        kwargs.setdefault("endpoint_url", storage_options["endpoint_url"])
+    return session.client("s3", **kwargs)
+
+
+def store_for(path) -> LocalStore | S3Store:
+    """The store of a UPath (or a plain local path)."""
+    protocol = getattr(path, "protocol", "file")
+    if protocol in _LOCAL:
+        return LocalStore(path.path if hasattr(path, "path") else str(path))
+    if protocol in _S3:
+        bucket, _, key = path.path.partition("/")
+        return S3Store(s3_client(dict(path.storage_options)), bucket, key)
+    raise ValueError(f"partition leases need a local folder or S3, not {protocol}:// ({path})")
+
+
+# -- the lease --------------------------------------------------------------------------------
+class PartitionLease:
+    """Held between `acquire()` and `release()` (or as a context manager, sync or async)."""
+
+    def __init__(self, path, owner: str, subject: str, ttl_s: float = 600.0, wait_s: float = 60.0,
+                 poll_s: float = 1.0, renew_every_s: float | None = None, store=None):
+        if ttl_s <= 0 or wait_s < 0:
+            raise ValueError(f"lease ttl must be > 0 and wait >= 0 (got ttl {ttl_s}, wait {wait_s})")
+        self.path, self.owner, self.subject = path, owner, subject
+        self.ttl_s, self.wait_s, self.poll_s = ttl_s, wait_s, poll_s
+        self.renew_every_s = renew_every_s if renew_every_s is not None else ttl_s / 3
+        self.store = store if store is not None else store_for(path)
+        self.machine = machine_id()
+        self.record: LeaseRecord | None = None
+        self.lost: str | None = None  # why, once another run took the lease over from us
+        self._version: str | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def _new_record(self, acquired_at: float | None = None) -> LeaseRecord:
+        now = time.time()
+        token = self.record.token if self.record is not None else uuid.uuid4().hex
+        return LeaseRecord(owner=self.owner, token=token, machine=self.machine, pid=os.getpid(),
+                           acquired_at=acquired_at or now, expires_at=now + self.ttl_s)
+
+    def _held_message(self, held: LeaseRecord) -> str:
+        return (f"{self.subject} is being materialized by {held.owner} (lease held since {_iso(held.acquired_at)}, "
+                f"expires {_iso(held.expires_at)} unless renewed); run it again once that run has finished: its "
+                f"answers are journaled, so nothing is paid twice. A dead run's lease is taken over once it expires "
+                f"({self.path}).")
+
+    def _try_take(self) -> tuple[str | None, LeaseRecord | None]:
+        """(our version, None) when taken; (None, the holder's record) when held; (None, None) when it
+        vanished between our create and read."""
+        record = self._new_record()
+        version = self.store.create(record.dump())
+        if version is not None:
+            self.record = record
+            return version, None
+        current = self.store.read()
+        if current is None:
+            return None, None
+        held = LeaseRecord.load(current[0], str(self.path))
+        if held.takeable(time.time(), self.machine):
+            version = self.store.replace(record.dump(), current[1])
+            if version is not None:
+                log.warning("took over the lease on %s from %s (expired %s)", self.subject, held.owner,
+                            _iso(held.expires_at))
+                self.record = record
+                return version, None
+        return None, held
+
+    def acquire(self) -> Self:
+        deadline = time.monotonic() + self.wait_s
+        held, self.record = None, None
+        while True:
+            version, seen = self._try_take()
+            if version is not None:
+                break
+            held = seen or held
+            left = deadline - time.monotonic()
+            if left <= 0 and held is not None:
+                raise LeaseHeld(self._held_message(held))
+            if seen is not None:
+                time.sleep(min(self.poll_s, max(left, 0.0)))
+        self._version, self.lost = version, None
+        self._stop.clear()
+        self._renewer = threading.Thread(target=self._renew_loop, name=f"lease {self.subject}", daemon=True)
+        self._renewer.start()
+        return self
+
+    def renew(self) -> bool:
+        """Push the expiry out by `ttl_s`; False (and `lost` set) when another run took the lease over."""
+        with self._lock:
+            if self._version is None:
+                return False
+            record = self._new_record(acquired_at=self.record.acquired_at)
+            version = self.store.replace(record.dump(), self._version)
+            if version is None:
+                current = self.store.read()
+                other = LeaseRecord.load(current[0], str(self.path)).owner if current else "nobody"
+                self.lost = (f"the lease on {self.subject} expired and was taken over (now held by {other}) while "
+                             f"{self.owner} was still working: both may have asked the same requests")
+                self._version = None
+                return False
+            self.record, self._version = record, version
+            return True
+
+    def _renew_loop(self) -> None:
+        wait = self.renew_every_s
+        while not self._stop.wait(wait):
+            try:
+                if not self.renew():
+                    log.error("%s", self.lost)
+                    return
+                wait = self.renew_every_s
+            except Exception as e:  # storage unreachable for a moment: try again soon, the expiry is ahead
+                log.warning("could not renew the lease on %s: %s", self.subject, e)
+                wait = self.renew_every_s / 4
+
+    def release(self) -> None:
+        """Stop renewing and delete the lease if it is still ours (never someone else's)."""
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+            self._renewer = None
+        with self._lock:
+            version, self._version = self._version, None
+        if version is not None and not self.store.delete(version):
+            log.warning("the lease on %s was no longer ours at release; left it in place", self.subject)
+
+    @property
+    def held(self) -> bool:
+        return self._version is not None
+
+    def __enter__(self) -> Self:
+        return self.acquire()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.release()
+        if self.lost and exc_type is None:
+            raise LeaseLost(self.lost)
+
+    async def __aenter__(self) -> Self:
+        return await asyncio.to_thread(self.acquire)
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        await asyncio.to_thread(self.__exit__, exc_type, exc, tb)
+
+
+def journal_subject(journal_dir) -> str:
+    """'partition <key> of <asset>' for the journal layout `<asset>/_journal/<partition>`."""
+    parent = journal_dir.parent
+    if parent.name == "_journal":
+        return f"partition {journal_dir.name} of {parent.parent.name}"
+    return f"the work journaled in {journal_dir}"
+
+
+def journal_lease(journal_dir, owner: str | None, ttl_s: float, wait_s: float):
+    """The lease on the model work journaled in `journal_dir` (nothing to hold without a journal).
+    `owner` is the Dagster run id when there is one; else this process."""
+    if journal_dir is None:
+        return contextlib.nullcontext()
+    return PartitionLease(journal_dir / LEASE_NAME, owner=f"run {owner}" if owner else default_owner(),
+                          subject=journal_subject(journal_dir), ttl_s=ttl_s, wait_s=wait_s)
