@@ -77,3 +77,27 @@ def test_missing_tokenizer_fails_with_a_clear_message(tmp_path, sample_dir):
         result = materialize(defs, "sample-00000", instance, raise_on_error=False)
     assert not result.success
     assert "viscon models tiny" in str(result.get_step_failure_events()[0].step_failure_data.error)
+
+
+def test_a_shard_gone_bad_fails_naming_its_file_and_leaves_the_last_outputs(tmp_path, sample_dir, tokenizer_dir):
+    """Registered while good, then overwritten with garbage: the rerun fails naming the file, before any output
+    is opened, so the previous run's docs and rejects stay as they were (whichever reader streams the shard)."""
+    source = tmp_path / "source"
+    source.mkdir()
+    shard = source / "sample-00000.parquet"
+    shard.write_bytes((sample_dir / "shards" / "sample-00000.parquet").read_bytes())
+    defs = build_definitions(storage_root=(tmp_path / "store").as_uri(), tokenizer=str(tokenizer_dir))
+    (key,) = record_shards(defs.resources["storage"], str(source))
+    outputs = [tmp_path / "store" / "filtered_docs" / f"{key}.parquet",
+               tmp_path / "store" / "filtered_docs_rejects" / f"{key}.parquet"]
+    with dg.instance_for_test() as instance:
+        assert materialize(defs, key, instance).success
+        before = [p.read_bytes() for p in outputs]
+        shard.write_text("this shard was overwritten by a text file\n")
+        for reader in ("pyarrow", "datasets"):
+            result = materialize_partition(defs, ["filtered_docs"], key, instance, raise_on_error=False,
+                                           run_config={"ops": {"filtered_docs": {"config": {"reader": reader}}}})
+            assert not result.success
+            error = str(result.get_step_failure_events()[0].step_failure_data.error)
+            assert f"cannot read shard {shard.as_uri()}: ArrowInvalid: Parquet magic bytes not found" in error
+    assert [p.read_bytes() for p in outputs] == before

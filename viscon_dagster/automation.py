@@ -5,7 +5,7 @@ import os
 import dagster as dg
 from pydantic import Field
 
-from viscon_dagster.partitions import obelics_shards, record_shards
+from viscon_dagster.partitions import obelics_shards, register_shards
 from viscon_dagster.resources.storage import StorageResource
 from viscon_dagster.settings import sample_dir
 
@@ -26,9 +26,13 @@ class ShardSourceResource(dg.ConfigurableResource):
            description="Registers new source shards as obelics_shards partitions (no runs launched).")
 def obelics_shard_sensor(context: dg.SensorEvaluationContext, storage: StorageResource,
                          shard_source: ShardSourceResource) -> dg.SensorResult | dg.SkipReason:
-    keys = record_shards(storage, shard_source.resolved)
+    source = shard_source.resolved
+    registration = register_shards(storage, source)
+    for bad in registration.refused:
+        context.log.warning(f"refused shard {bad.key} ({bad.url}): {bad.reason}")
     known = set(context.instance.get_dynamic_partitions(obelics_shards.name))
-    new = [k for k in keys if k not in known]
+    new = [k for k in registration.keys if k not in known]
     if not new:
-        return dg.SkipReason(f"no new shards under {shard_source.resolved}")
+        refused = f"; {len(registration.refused)} refused (see the tick's log)" if registration.refused else ""
+        return dg.SkipReason(f"no new shards under {source}{refused}")
     return dg.SensorResult(dynamic_partitions_requests=[obelics_shards.build_add_request(new)])

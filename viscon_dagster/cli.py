@@ -3,9 +3,11 @@
     viscon demo                   sample → tiny models → register shards → materialize every shard
     viscon sample [--out DIR]     write the bundled OBELICS-format sample corpus
     viscon models tiny [--out D]  build the tiny local models (offline)
-    viscon shards register SRC    register a source's shards as obelics_shards partitions
-    viscon shards list            the registered shard partitions
+    viscon shards register SRC    register a source's shards as obelics_shards partitions (exit 1 if any is refused)
+    viscon shards list            the registered shard partitions (and, on stderr, the refused shards)
     viscon ui                     open the Dagster UI on the same instance
+
+Without a dagster.yaml in DAGSTER_HOME, `viscon` writes one: SQLite in that folder, run monitoring on.
 """
 
 from __future__ import annotations
@@ -14,10 +16,45 @@ import argparse
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from viscon_dagster import settings
+from viscon_dagster.core.atomic_io import write_text_atomic
+from viscon_dagster.core.shard_registry import Registration, ShardKeyConflict
 from viscon_dagster.core.shard_sources import OBELICS_HUB_SOURCE
+
+DAY_S = 24 * 3600
+
+
+def default_instance_yaml(poll_interval_seconds: int = 30, max_runtime_seconds: int = 2 * DAY_S) -> str:
+    return f"""\
+# Written by `viscon` because this DAGSTER_HOME had no dagster.yaml; yours is never overwritten.
+# Storage: SQLite in this folder (Dagster's default); Postgres: docs/operations.md.
+run_monitoring:  # carried out by dagster-daemon, which `viscon ui` and `dagster dev` start
+  enabled: true
+  poll_interval_seconds: {poll_interval_seconds}
+  start_timeout_seconds: 300   # a launched run whose worker never starts is failed
+  cancel_timeout_seconds: 300  # a run stuck canceling is marked canceled
+  max_resume_run_attempts: 0   # the default run launcher cannot resume a run
+  # The default run launcher has no worker health check: a run whose process died with nobody to
+  # report it (`viscon demo`, `dagster asset materialize`, or runs of a killed code server) is failed
+  # once it has run this long. Keep it above any partition's run (an OpenAI batch may take 24 h).
+  max_runtime_seconds: {max_runtime_seconds}
+run_retries:
+  enabled: false  # a failed partition is retried by relaunching its backfill, not automatically
+"""
+
+
+def ensure_instance_yaml(home: Path) -> bool:
+    """Write the default dagster.yaml when `home` has none (or the empty one earlier versions wrote)."""
+    path = home / "dagster.yaml"
+    if path.exists() and path.stat().st_size:
+        return False
+    write_text_atomic(path, default_instance_yaml())
+    print(f"wrote {path} (SQLite instance, run monitoring on)", file=sys.stderr)
+    return True
 
 
 def _instance():
@@ -26,9 +63,20 @@ def _instance():
 
     home = settings.dagster_home()
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch()  # defaults: SQLite storage in this folder
+    ensure_instance_yaml(home)
     os.environ["DAGSTER_HOME"] = str(home)
     return DagsterInstance.get()
+
+
+@contextmanager
+def _storage() -> Iterator:
+    """The definitions' storage resource as Dagster resolves it for a run (EnvVars read), for plain code."""
+    import dagster as dg
+
+    from viscon_dagster.definitions import defs
+
+    with dg.build_resources({"storage": defs.resources["storage"]}) as resources:
+        yield resources.storage
 
 
 def cmd_sample(args) -> list[Path]:
@@ -49,24 +97,36 @@ def cmd_models_tiny(args) -> Path:
     return out
 
 
-def cmd_shards_register(args) -> list[str]:
-    from viscon_dagster.definitions import defs
-    from viscon_dagster.partitions import obelics_shards, record_shards
+def register_source_shards(source: str) -> Registration:
+    """Register the source's usable shards as partitions; print what was added and what was refused."""
+    from viscon_dagster.partitions import obelics_shards, register_shards
 
-    keys = record_shards(defs.resources["storage"], args.source)
+    with _storage() as storage:
+        registration = register_shards(storage, source)
     instance = _instance()
     known = set(instance.get_dynamic_partitions(obelics_shards.name))
-    new = [k for k in keys if k not in known]
+    new = [k for k in registration.keys if k not in known]
     instance.add_dynamic_partitions(obelics_shards.name, new)
-    print(f"{len(keys)} shards in {args.source}; {len(new)} newly registered")
-    return keys
+    refused = f"; {len(registration.refused)} refused" if registration.refused else ""
+    print(f"{len(registration.keys)} shards in {source}; {len(new)} newly registered{refused}")
+    for bad in registration.refused:
+        print(f"  refused {bad.key} ({bad.url}): {bad.reason}")
+    return registration
+
+
+def cmd_shards_register(args) -> int:
+    return 1 if register_source_shards(args.source).refused else 0
 
 
 def cmd_shards_list(args) -> None:
+    from viscon_dagster.core.shard_registry import refused_shards
     from viscon_dagster.partitions import obelics_shards
 
     for key in _instance().get_dynamic_partitions(obelics_shards.name):
         print(key)
+    with _storage() as storage:
+        for bad in refused_shards(storage.root_path()):
+            print(f"refused {bad.key} ({bad.url}): {bad.reason}", file=sys.stderr)
 
 
 # The demo's tiny random models write noise; short generations keep the demo to minutes.
@@ -102,7 +162,7 @@ def cmd_demo(args) -> int:
         cmd_sample(argparse.Namespace(out=str(sample), shards=4, docs=72, seed=0))
     if args.fresh or not (settings.models_dir() / "tiny_models.json").exists():
         cmd_models_tiny(argparse.Namespace(out=None))
-    keys = cmd_shards_register(argparse.Namespace(source=str(sample / "shards")))
+    keys = register_source_shards(str(sample / "shards")).keys
     print(f"materializing {len(keys)} shard partitions …")
     ok = materialize_shards(keys)
     from viscon_dagster.definitions import RELEASE_JOB, defs
@@ -110,7 +170,8 @@ def cmd_demo(args) -> int:
     release = defs.resolve_job_def(RELEASE_JOB).execute_in_process(
         instance=_instance(), raise_on_error=False, run_config={"loggers": DEMO_RUN_CONFIG["loggers"]})
     ok.append(release.success)
-    root = defs.resources["storage"].root_url
+    with _storage() as storage:
+        root = storage.root_url
     print(f"\nstorage root: {root}"
           f"\n  per shard:     {root}/<asset>/<shard>.parquet  (filtered_docs, images, captions, qa_pairs, "
           f"unique_qa_pairs, conversations)"
@@ -149,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     tiny.set_defaults(fn=cmd_models_tiny)
 
     shards = sub.add_parser("shards", help="shard partitions").add_subparsers(dest="shards_cmd", required=True)
-    reg = shards.add_parser("register", help="register a source's parquet shards as partitions")
+    reg = shards.add_parser("register", help="register a source's parquet shards as partitions; a file that is not "
+                                             "an OBELICS parquet shard is refused with its reason (exit status 1)")
     reg.add_argument("source", help=f"local folder, s3://bucket/prefix or hf://datasets/<repo>/<folder> "
                                     f"(OBELICS: {OBELICS_HUB_SOURCE})")
     reg.set_defaults(fn=cmd_shards_register)
@@ -161,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     ui.set_defaults(fn=cmd_ui)
 
     args = p.parse_args(argv)
-    result = args.fn(args)
+    try:
+        result = args.fn(args)
+    except (settings.SettingError, ShardKeyConflict) as e:
+        print(f"viscon: {e}", file=sys.stderr)
+        return 2
     return result if isinstance(result, int) else 0
 
 

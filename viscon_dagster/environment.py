@@ -24,7 +24,7 @@ from dagster_aws.s3 import S3Resource
 from viscon_dagster.resources.image_fetcher import ImageFetcherResource
 from viscon_dagster.resources.models import (
     ModelBackend, OpenAIBatchBackend, OpenAIHTTPBackend, TransformersLocalBackend, VLLMOfflineBackend)
-from viscon_dagster.settings import models_dir, sample_dir
+from viscon_dagster.settings import SettingError, models_dir, sample_dir
 
 TINY_MODELS = {"caption": "tiny-idefics3", "qa": "tiny-lm"}
 BACKENDS = ("transformers", "openai", "openai_batch", "vllm")
@@ -62,18 +62,18 @@ def backend_options(role: str, cls: type[ModelBackend]) -> dict:
     try:
         options = json.loads(raw)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{name} is not JSON: {e}") from None
+        raise SettingError(f"{name} is not JSON: {e}") from None
     if not isinstance(options, dict):
-        raise ValueError(f"{name} must be a JSON object of {cls.__name__} settings")
+        raise SettingError(f"{name} must be a JSON object of {cls.__name__} settings")
     unknown = sorted(set(options) - set(cls.model_fields))
     if unknown:
-        raise ValueError(f"{name}: {cls.__name__} has no setting {', '.join(unknown)}; "
+        raise SettingError(f"{name}: {cls.__name__} has no setting {', '.join(unknown)}; "
                          f"it has {', '.join(sorted(cls.model_fields))}")
     prefix = f"VISCON_{role.upper()}_"
     if "api_key" in options:
-        raise ValueError(f"{name}: keys never go in options; name their variable in {prefix}API_KEY_ENV")
+        raise SettingError(f"{name}: keys never go in options; name their variable in {prefix}API_KEY_ENV")
     if "model" in options:
-        raise ValueError(f"{name}: set the model with {prefix}MODEL")
+        raise SettingError(f"{name}: set the model with {prefix}MODEL")
     return options
 
 
@@ -81,7 +81,7 @@ def model_backend(role: str) -> ModelBackend:
     prefix = f"VISCON_{role.upper()}_"
     kind = os.environ.get(prefix + "BACKEND", "transformers")
     if kind not in BACKENDS:
-        raise ValueError(f"{prefix}BACKEND={kind!r}: use one of {', '.join(BACKENDS)}")
+        raise SettingError(f"{prefix}BACKEND={kind!r}: use one of {', '.join(BACKENDS)}")
     model = os.environ.get(prefix + "MODEL")
     cls = {"transformers": TransformersLocalBackend, "vllm": VLLMOfflineBackend, "openai": OpenAIHTTPBackend,
            "openai_batch": OpenAIBatchBackend}[kind]

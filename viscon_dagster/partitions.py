@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import dagster as dg
 
-from viscon_dagster.core.shard_registry import register
-from viscon_dagster.core.shard_sources import list_shards
+from viscon_dagster.core.shard_registry import Registration, register_source
 from viscon_dagster.resources.storage import StorageResource
 
 obelics_shards = dg.DynamicPartitionsDefinition(name="obelics_shards")
 
 
-def record_shards(storage: StorageResource, source: str) -> list[str]:
-    """List the source's shards and record their URLs in the registry; returns all their keys.
+def register_shards(storage: StorageResource, source: str) -> Registration:
+    """Check the source's new shards and record the usable ones' URLs in the registry, the refused
+    ones with their reason. `storage` must be resolved (EnvVars read), as Dagster hands it to a
+    sensor or `dg.build_resources` returns it.
 
     Adding the keys to the instance is the caller's move (the CLI adds them directly; the sensor
-    returns a request), so both paths share the listing and the registry.
+    returns a request), so both paths share the listing, the checks and the registry.
     """
-    refs = list_shards(source, storage.options_for(source))
-    if not refs:
-        raise ValueError(f"no *.parquet shards found under {source}")
-    register(storage.root_path(), refs, source)
-    return [r.key for r in refs]
+    return register_source(storage.root_path(), source, storage.options_for(source))
+
+
+def record_shards(storage: StorageResource, source: str) -> list[str]:
+    """`register_shards`, keeping only the registered keys (refused shards stay in the registry's record)."""
+    return register_shards(storage, source).keys

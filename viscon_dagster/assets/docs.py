@@ -43,8 +43,9 @@ def filtered_docs(context: dg.AssetExecutionContext, config: FilteredDocsConfig,
     settings = FilterSettings(config.max_text_tokens, config.min_images, config.docs_per_shard, config.seed)
     rejects_path = storage.path(REJECTS_DIR, f"{shard}.parquet")
     started = time.perf_counter()
+    # opened and its first batch read before the rejects file is: a bad shard fails leaving the last one intact
+    batches = iter_record_batches(url, storage.options_for(url), config.batch_size, config.reader)
     with ParquetStreamWriter(rejects_path, REJECTS_SCHEMA) as rejects:
-        batches = iter_record_batches(url, storage.options_for(url), config.batch_size, config.reader)
         table, stats = filter_shard(batches, shard, settings, tokenizer.count_tokens, rejects.write)
     elapsed = time.perf_counter() - started
     context.log.info(f"{shard}: {stats.rows_in} rows in, {stats.kept} kept, {sum(stats.rejects.values())} rejected")

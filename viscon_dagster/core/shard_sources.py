@@ -8,12 +8,19 @@ Each parquet file is one shard; its key (the Dagster partition key) is the file 
 `.parquet`. Local and S3 files stream through pyarrow; Hub files stream through `datasets`
 (`load_dataset("parquet", data_files=…, streaming=True)`), the reader that also works on local
 files, which is how it is tested without a network.
+
+Before a shard is registered its parquet footer is read (`check_shard`): a file that is not parquet,
+is truncated or lacks the OBELICS columns is refused with its reason instead of failing a run later.
+The footer is read through fsspec for every source, `hf://` included (a range read through
+`huggingface_hub`'s filesystem). Every read error names the shard's URL (`ShardReadError`).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +37,10 @@ OBELICS_HUB_SOURCE = "hf://datasets/HuggingFaceM4/OBELICS/opt_out_docs_removed_2
 class ShardRef:
     key: str
     url: str
+
+
+class ShardReadError(RuntimeError):
+    """A shard that cannot be read; the message names its URL."""
 
 
 def shard_key(url: str) -> str:
@@ -68,25 +79,62 @@ def reader_for(url: str) -> str:
     return "datasets" if url.startswith("hf://") else "pyarrow"
 
 
+def _missing_columns(names: list[str] | None) -> list[str]:
+    return [c for c in OBELICS_COLUMNS if names is not None and c not in names]
+
+
+def check_shard(url: str, storage_options: dict[str, Any] | None = None) -> str | None:
+    """Why the shard cannot be used (not parquet, truncated, no OBELICS columns, unreadable), or None.
+    Reads the parquet footer only."""
+    try:
+        with _as_upath(url, storage_options).open("rb") as f:
+            names = pq.ParquetFile(f).schema_arrow.names
+    except Exception as e:  # whatever the filesystem or pyarrow raises, it is the reason
+        return f"not a readable parquet file: {type(e).__name__}: {e}"
+    missing = _missing_columns(names)
+    return f"not an OBELICS shard: missing columns {missing}" if missing else None
+
+
+def check_shards(refs: list[ShardRef], storage_options: dict[str, Any] | None = None,
+                 workers: int = 16) -> dict[str, str]:
+    """The reason each unusable shard is refused, by key (footers read in parallel: they are remote reads)."""
+    if not refs:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(workers, len(refs)), thread_name_prefix="footer") as pool:
+        reasons = pool.map(lambda r: check_shard(r.url, storage_options), refs)
+        return {r.key: why for r, why in zip(refs, reasons) if why}
+
+
 def iter_record_batches(url: str, storage_options: dict[str, Any] | None = None, batch_size: int = 1024,
                         reader: str | None = None) -> Iterator[pa.RecordBatch]:
-    """Stream a shard's OBELICS columns in batches of at most `batch_size` rows."""
+    """Stream a shard's OBELICS columns in batches of at most `batch_size` rows.
+
+    The shard is opened and its first batch read before this returns, so a caller can open its
+    outputs knowing that the source reads; any read error, then or later, is a ShardReadError."""
     reader = reader or reader_for(url)
-    if reader == "pyarrow":
-        yield from _pyarrow_batches(url, storage_options, batch_size)
-    elif reader == "datasets":
-        yield from _datasets_batches(url, storage_options, batch_size)
-    else:
+    if reader not in _READERS:
         raise ValueError(f"unknown shard reader {reader!r} (use 'pyarrow' or 'datasets')")
+    batches = _naming_errors(url, _READERS[reader](url, storage_options, batch_size))
+    first = next(batches, None)
+    return itertools.chain([] if first is None else [first], batches)
+
+
+def _naming_errors(url: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from batches
+    except ShardReadError:
+        raise
+    except Exception as e:
+        raise ShardReadError(f"cannot read shard {url}: {type(e).__name__}: {e}") from e
 
 
 def _pyarrow_batches(url, storage_options, batch_size) -> Iterator[pa.RecordBatch]:
     path = _as_upath(url, storage_options)
     with path.open("rb") as f:
         pf = pq.ParquetFile(f)
-        missing = [c for c in OBELICS_COLUMNS if c not in pf.schema_arrow.names]
+        missing = _missing_columns(pf.schema_arrow.names)
         if missing:
-            raise ValueError(f"{url} is not an OBELICS shard: missing columns {missing}")
+            raise ShardReadError(f"{url} is not an OBELICS shard: missing columns {missing}")
         yield from pf.iter_batches(batch_size=batch_size, columns=OBELICS_COLUMNS)
 
 
@@ -95,8 +143,11 @@ def _datasets_batches(url, storage_options, batch_size) -> Iterator[pa.RecordBat
 
     ds = load_dataset("parquet", data_files={"train": [url]}, split="train", streaming=True,
                       storage_options=storage_options or None)
-    missing = [c for c in OBELICS_COLUMNS if ds.column_names is not None and c not in ds.column_names]
+    missing = _missing_columns(ds.column_names)
     if missing:
-        raise ValueError(f"{url} is not an OBELICS shard: missing columns {missing}")
+        raise ShardReadError(f"{url} is not an OBELICS shard: missing columns {missing}")
     for batch in ds.select_columns(OBELICS_COLUMNS).iter(batch_size=batch_size):
         yield pa.RecordBatch.from_pydict(batch)
+
+
+_READERS = {"pyarrow": _pyarrow_batches, "datasets": _datasets_batches}

@@ -17,14 +17,15 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field as PField
 from upath import UPath
 
-from viscon_dagster.settings import viscon_home
+from viscon_dagster.settings import storage_root_url, viscon_home
 
 ROOT_ENV = "VISCON_STORAGE_ROOT"
 
 
 def default_root() -> str:
-    """`$VISCON_STORAGE_ROOT`, else `.viscon/storage` (see `settings.py`)."""
-    return os.environ.get(ROOT_ENV) or (viscon_home() / "storage").as_uri()
+    """`$VISCON_STORAGE_ROOT` (checked: a SettingError names a bad value), else `.viscon/storage`."""
+    value = os.environ.get(ROOT_ENV)
+    return storage_root_url(value, ROOT_ENV) if value else (viscon_home() / "storage").as_uri()
 
 
 def _is_s3(url: str) -> bool:
@@ -37,9 +38,15 @@ class StorageResource(dg.ConfigurableResource):
     root: str | None = PField(None, description="storage root URL; default $VISCON_STORAGE_ROOT or .viscon/storage")
     s3: S3Resource  # endpoint, region and credentials for s3:// roots and sources
 
+    def __init__(self, **data):
+        super().__init__(**data)
+        if not isinstance(self.root, dg.EnvVar):  # an EnvVar root is checked once resolved
+            _ = self.root_url  # a bad root fails where the definitions load, not at the first write
+
     @property
     def root_url(self) -> str:
-        return self.root or default_root()
+        """The checked root URL: `file:///abs/dir` or `s3://bucket/prefix`."""
+        return storage_root_url(self.root, "StorageResource.root") if self.root else default_root()
 
     def options_for(self, url: str) -> dict[str, Any]:
         """fsspec options for a URL: the S3 settings for s3:// URLs, nothing for local files."""

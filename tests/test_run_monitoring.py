@@ -1,0 +1,93 @@
+"""Dead runs on the instance config `viscon` writes, with a real `dagster-daemon run`.
+
+Dagster's default run launcher has no worker health check, so run monitoring alone does not see a
+dead worker. What each kind of run gets:
+- a run launched through the run launcher (UI, backfills, `dagster job launch`): its code server sees
+  the worker die and fails the run at once;
+- a run executed in the launching process (`dagster asset materialize`, `viscon demo`): nobody is left
+  to report it; run monitoring fails it once it passes `max_runtime_seconds`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from viscon_dagster.cli import default_instance_yaml
+
+BIN = Path(sys.executable).parent
+DEFS = str(Path(__file__).with_name("run_monitoring_defs.py"))
+WAIT_S = 240  # a bound on waiting for processes to start on a loaded machine, not a measurement
+
+
+def wait_for(what, probe):
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def new_pid(pid_dir: Path, seen: set[int]) -> int:
+    pids = wait_for("the run's process", lambda: {int(p.stem) for p in pid_dir.glob("*.pid")} - seen)
+    (pid,) = pids
+    return pid
+
+
+def finished_run(home: Path, job: str) -> dg.DagsterRun:
+    def probe():
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            runs = [r for r in instance.get_runs() if r.job_name == job and r.is_finished]
+            return runs[0] if runs else None
+    return wait_for(f"run of {job} to finish", probe)
+
+
+def engine_messages(home: Path, run_id: str) -> list[str]:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        return [e.message for e in instance.all_logs(run_id)]
+
+
+def test_killed_runs_are_marked_failed(tmp_path):
+    home, pid_dir = tmp_path / "home", tmp_path / "pids"
+    home.mkdir()
+    pid_dir.mkdir()
+    # the written config with intervals short enough for a test
+    (home / "dagster.yaml").write_text(default_instance_yaml(poll_interval_seconds=1, max_runtime_seconds=20))
+    env = {**os.environ, "DAGSTER_HOME": str(home), "VISCON_TEST_PID_DIR": str(pid_dir)}
+    dg.DagsterInstance.from_config(str(home)).dispose()  # create the SQLite storage before two processes race to
+    daemon_log = (tmp_path / "daemon.log").open("w")  # kept by pytest's tmp_path for a look after a failure
+    daemon = subprocess.Popen([BIN / "dagster-daemon", "run", "-f", DEFS], env=env, cwd=tmp_path,
+                              stdout=daemon_log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # through the run launcher: the daemon dequeues it and launches it from its code server
+        subprocess.run([BIN / "dagster", "job", "launch", "-f", DEFS, "-j", "waits",
+                        "--tags", '{"dagster/max_runtime": "3600"}'],  # failed for the kill, not the runtime
+                       env=env, cwd=tmp_path, check=True, capture_output=True, timeout=WAIT_S)
+        os.kill(new_pid(pid_dir, set()), signal.SIGKILL)
+        launched = finished_run(home, "waits")
+        assert launched.status == dg.DagsterRunStatus.FAILURE
+        assert any("was terminated by signal 9 (SIGKILL)" in m for m in engine_messages(home, launched.run_id))
+
+        # in the launching process
+        seen = {int(p.stem) for p in pid_dir.glob("*.pid")}
+        cli = subprocess.Popen([BIN / "dagster", "asset", "materialize", "-f", DEFS, "--select", "waits_to_be_killed"],
+                               env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert new_pid(pid_dir, seen) == cli.pid
+        cli.kill()
+        cli.wait()
+        in_process = finished_run(home, "__ASSET_JOB")
+        assert in_process.status == dg.DagsterRunStatus.FAILURE
+        messages = engine_messages(home, in_process.run_id)
+        assert "Canceling due to exceeding maximum runtime of 20 seconds." in messages
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(timeout=60)
+        daemon_log.close()
