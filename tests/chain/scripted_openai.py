@@ -4,7 +4,10 @@ It exists for outputs a real small model cannot be made to give on demand (an em
 refusal, invalid JSON, an MCQ whose answer is not among its options, duplicate questions). The real
 `openai` client and our HTTP backend talk to it over real HTTP. Answers are chosen by a stable hash
 of the request's image or caption, so each kind of bad output lands on a fixed share of requests.
-Every request is counted (`server.requests`), for pay-once checks.
+Every request is counted (`server.requests`), for pay-once checks. Like a real server it can refuse
+a wrong key (`api_key`: 401) or a model it does not serve (`models`: 404), and it can die after
+`die_after` answers: it stops listening (new connections are refused) and drops requests on open ones.
+`start(port)` brings a server back on the port of one that died.
 """
 
 from __future__ import annotations
@@ -64,21 +67,38 @@ def answer_for(body: dict) -> tuple[str | None, str | None]:
 
 
 class ScriptedOpenAI:
-    def __init__(self, latency_s: float = 0.0, capacity: int = 1000):
+    def __init__(self, latency_s: float = 0.0, capacity: int = 1000, api_key: str | None = None,
+                 models: set[str] | None = None, die_after: int | None = None):
         self.requests, self.answered, self.latency_s = 0, 0, latency_s
+        self.api_key, self.models, self.die_after = api_key, models, die_after
         self._capacity = capacity  # requests served at once; the rest wait, as on a busy server
         self._slots: asyncio.Semaphore | None = None
         self.port = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
+    def _dead(self) -> bool:
+        return self.die_after is not None and self.answered >= self.die_after
+
     async def _chat(self, request: web.Request) -> web.Response:
         self.requests += 1
         body = await request.json()
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response({"error": {"message": "Incorrect API key provided.", "type":
+                                                "invalid_request_error", "code": "invalid_api_key"}}, status=401)
+        if self.models is not None and body["model"] not in self.models:  # vLLM's answer
+            return web.json_response({"error": {"message": f"The model `{body['model']}` does not exist.",
+                                                "type": "NotFoundError", "code": 404}}, status=404)
         async with self._slots:
             await asyncio.sleep(self.latency_s)
+        if self._dead():  # the process is gone: no answer on a connection that was already open
+            request.transport.close()
+            await asyncio.sleep(0.05)
+            raise ConnectionResetError("the server died")
         content, refusal = answer_for(body)
         self.answered += 1
+        if self._dead():
+            asyncio.get_running_loop().create_task(self._site.stop())  # stop listening: connections refused
         return web.json_response({
             "id": "chatcmpl-scripted", "object": "chat.completion", "created": 0, "model": body["model"],
             "choices": [{"index": 0, "finish_reason": "stop",
@@ -86,7 +106,7 @@ class ScriptedOpenAI:
             "usage": {"prompt_tokens": 100, "completion_tokens": 40, "total_tokens": 140},
         })
 
-    def start(self) -> str:
+    def start(self, port: int = 0) -> str:
         app = web.Application(client_max_size=64 << 20)
         app.router.add_post("/v1/chat/completions", self._chat)
         runner = web.AppRunner(app)
@@ -97,10 +117,10 @@ class ScriptedOpenAI:
             await runner.setup()
 
         asyncio.run_coroutine_threadsafe(setup(), self._loop).result()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", port)
         asyncio.run_coroutine_threadsafe(site.start(), self._loop).result()
         self.port = site._server.sockets[0].getsockname()[1]
-        self._runner = runner
+        self._runner, self._site = runner, site
         return f"http://127.0.0.1:{self.port}/v1"
 
     def stop(self) -> None:

@@ -8,7 +8,10 @@ Faults are asked for by directives in the last user message, counted per distinc
 `[[429x2]]` (first two calls get 429 + Retry-After), `[[500x1]]`, `[[timeoutx1]]`, `[[dropx1]]`,
 `[[badjsonx1]]` (first answer is not JSON), `[[badjson]]` (never JSON), `[[refuse]]`,
 `[[batchfail]]` (the item fails inside a batch once), `[[expire]]` (the batch expires with the item
-unanswered once). Run standalone (`python openai_double.py --port 8999 --latency 0.2`) for benchmarks.
+unanswered once). Whole-server faults are settings: `api_key` (anything else gets 401 on every endpoint,
+the message echoing the key sent, as a careless server would), `models` (others get 404
+model_not_found), `quota_exhausted` (429 insufficient_quota). Run standalone
+(`python openai_double.py --port 8999 --latency 0.2`) for benchmarks.
 """
 
 from __future__ import annotations
@@ -63,7 +66,9 @@ class OpenAIDouble:
     """Serve on 127.0.0.1 in a background thread. `calls` counts chat requests (batch items excluded)."""
 
     def __init__(self, latency_s: float = 0.0, supports_response_format: bool = True,
-                 retry_after_s: float = 0.2, hang_s: float = 5.0, batch_polls_to_complete: int = 1):
+                 retry_after_s: float = 0.2, hang_s: float = 5.0, batch_polls_to_complete: int = 1,
+                 api_key: str | None = None, models: set[str] | None = None, quota_exhausted: bool = False):
+        self.api_key, self.models, self.quota_exhausted = api_key, models, quota_exhausted
         self.latency_s = latency_s
         self.supports_response_format = supports_response_format
         self.retry_after_s = retry_after_s
@@ -103,6 +108,14 @@ class OpenAIDouble:
         directives = self._directives(first_user)
         key = first_user
         rf = body.get("response_format")
+        if self.models is not None and body.get("model") not in self.models:
+            return 404, {}, {"error": {"message": f"The model `{body.get('model')}` does not exist or you do not "
+                                                  "have access to it.", "type": "invalid_request_error",
+                                       "param": None, "code": "model_not_found"}}
+        if self.quota_exhausted:
+            return 429, {}, {"error": {"message": "You exceeded your current quota, please check your plan and "
+                                                  "billing details.", "type": "insufficient_quota", "param": None,
+                                       "code": "insufficient_quota"}}
         if rf and not self.supports_response_format:
             return 400, {}, {"error": {"message": "response_format is not supported", "type": "invalid_request_error",
                                        "param": "response_format", "code": None}}
@@ -253,8 +266,19 @@ class OpenAIDouble:
                                   "first_id": page[0]["id"] if page else None,
                                   "last_id": page[-1]["id"] if page else None})
 
+    @web.middleware
+    async def _auth(self, request: web.Request, handler):
+        sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if self.api_key is not None and sent != self.api_key:
+            self.calls += request.path.endswith("/chat/completions")
+            self.status_counts[401] += 1
+            return web.json_response({"error": {"message": f"Incorrect API key provided: {sent}.",
+                                                "type": "invalid_request_error", "param": None,
+                                                "code": "invalid_api_key"}}, status=401)
+        return await handler(request)
+
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app = web.Application(client_max_size=256 * 1024 * 1024, middlewares=[self._auth])
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/files", self._upload)
         app.router.add_get("/v1/files/{fid}/content", self._file_content)

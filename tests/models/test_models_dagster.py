@@ -50,6 +50,15 @@ def test_backend_settings_come_from_the_environment(monkeypatch):
     assert b.price_table().prices["openchat/openchat-3.5-0106"] == (0.1, 0.2)
 
 
+def test_the_failure_tolerance_is_a_backend_option(monkeypatch):
+    monkeypatch.setenv("VISCON_QA_BACKEND", "openai")
+    monkeypatch.setenv("VISCON_QA_OPTIONS", '{"max_failure_fraction": 0.05}')
+    assert model_backend("qa").max_failure_fraction == 0.05
+    monkeypatch.setenv("VISCON_QA_OPTIONS", '{"max_failure_fraction": 5}')
+    with pytest.raises(ValueError, match="max_failure_fraction"):
+        model_backend("qa")
+
+
 def test_tiny_default_keeps_its_settings_unless_options_override(monkeypatch):
     monkeypatch.delenv("VISCON_CAPTION_BACKEND", raising=False)
     monkeypatch.delenv("VISCON_CAPTION_MODEL", raising=False)

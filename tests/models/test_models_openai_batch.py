@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from tests.conftest import free_port
+from viscon_dagster.core.models.failures import ModelServiceError
 from viscon_dagster.core.models.journal import Journal
 from viscon_dagster.core.models.request import Request
 from viscon_dagster.resources.models import OpenAIBatchBackend
@@ -57,17 +59,43 @@ def test_only_failed_or_expired_items_are_resubmitted(double, storage_root):
     assert ids == {out[1].fingerprint, out[2].fingerprint}
 
 
-def test_gives_up_after_max_resubmits_with_error_rows(double):
-    out = backend(double, max_resubmits=1).generate([Request.user("z [[batchfailx5]]"), Request.user("fine")])
-    assert out[0].status == "error" and out[0].error_kind == "batch_failed" and out[1].status == "ok"
-    assert double.batch_creates == 2
+def test_gives_up_after_max_resubmits_and_fails_keeping_the_cause(double, storage_root):
+    reqs = [Request.user("z [[batchfailx5]]"), Request.user("fine")]
+    with pytest.raises(ModelServiceError, match=r"server_error ×1.*HTTP 500: injected item failure \(after 1 "):
+        backend(double, max_resubmits=1).generate(reqs, journal_dir=storage_root / "j")
+    assert double.batch_creates == 2 and len(Journal(storage_root / "j").load()) == 1
+    # tolerated, it is an error row with the item's cause
+    out = backend(double, max_resubmits=1, max_failure_fraction=0.5).generate(reqs)
+    assert out[0].status == "error" and out[0].error_kind == "server_error" and out[1].status == "ok"
+
+
+def test_a_fatal_item_failure_is_not_resubmitted(double, storage_root):
+    double.models = {"gpt-4o"}
+    reqs = [Request.user(f"typo {i}") for i in range(3)]
+    with pytest.raises(ModelServiceError, match="model not found") as failed:
+        backend(double, model="gpt-4o-typo").generate(reqs, journal_dir=storage_root / "j")
+    assert double.batch_creates == 1  # no resubmission rounds for what cannot succeed
+    assert "The model `gpt-4o-typo` does not exist" in str(failed.value)
+
+
+@pytest.mark.parametrize("down", ["wrong key", "closed port"])
+def test_a_batch_api_that_refuses_or_is_down_fails_the_call(double, down):
+    if down == "wrong key":
+        double.api_key = "sk-right"
+        b, expected = backend(double, api_key="sk-test-wrong-key-123"), "authentication failed"
+    else:
+        b, expected = backend(double, base_url=f"http://127.0.0.1:{free_port()}/v1", max_attempts=1), \
+            "connection refused"
+    with pytest.raises(ModelServiceError, match=expected) as failed:
+        b.generate([Request.user("a"), Request.user("b")])
+    assert "sk-test-wrong-key-123" not in str(failed.value) and double.batch_creates == 0
 
 
 def test_a_later_run_collects_the_journaled_batch_instead_of_resubmitting(double, storage_root):
     double.batch_polls_to_complete = 10**9  # never finishes during the first run
     reqs = [Request.user(f"slow {i}") for i in range(3)]
-    first = backend(double, max_wait_s=0.1).generate(reqs, journal_dir=storage_root / "j")
-    assert [r.error_kind for r in first] == ["batch_pending"] * 3
+    with pytest.raises(ModelServiceError, match=r"batch_pending ×3: the batch is still running \(a rerun collects"):
+        backend(double, max_wait_s=0.1).generate(reqs, journal_dir=storage_root / "j")
     assert len(Journal(storage_root / "j").states("batch-")) == 1
     double.batch_polls_to_complete = 0
     second = backend(double).generate(reqs, journal_dir=storage_root / "j")

@@ -104,8 +104,8 @@ def test_500s_timeouts_and_dropped_connections_are_retried(double):
     assert [r.attempts for r in out] == [3, 2, 3]
 
 
-def test_exhausted_retries_become_error_rows_that_a_rerun_retries(double, storage_root):
-    b = backend(double, max_attempts=2)
+def test_tolerated_exhausted_retries_become_error_rows_that_a_rerun_retries(double, storage_root):
+    b = backend(double, max_attempts=2, max_failure_fraction=0.5)
     reqs = [Request.user("x [[500x3]]"), Request.user("fine")]
     out = b.generate(reqs, journal_dir=storage_root / "j")
     assert out[0].status == "error" and out[0].error_kind == "server_error" and out[1].status == "ok"

@@ -2,6 +2,9 @@
 
 import hashlib
 
+import pytest
+
+from viscon_dagster.core.models.failures import ModelServiceError
 from viscon_dagster.core.models.parsing import validate
 from viscon_dagster.core.models.request import Request, SamplingParams
 from viscon_dagster.core.models.tiny import build_tiny_models
@@ -57,3 +60,13 @@ def test_text_lm_json_and_image_rejection(tiny_models, image_ref):
     assert out[3].status == "error" and out[3].error_kind == "bad_request"
     md = b.metadata(out)
     assert md["model_ok"] == 3 and md["model_errors_bad_request"] == 1 and md["model_tokens_out"] > 0
+
+
+def test_a_missing_or_broken_checkpoint_fails_the_call_instead_of_writing_rows(tmp_path, storage_root):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")  # transformers: ValueError, no model type
+    for path in (tmp_path / "missing", broken):
+        with pytest.raises(ModelServiceError, match=r"TransformersLocalBackend \(model .*\) failed: ") as failed:
+            TransformersLocalBackend(model=str(path)).generate([Request.user("hi")], journal_dir=storage_root / "j")
+        assert "0 of 1 answers are journaled" in str(failed.value)

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, Field
 
+from viscon_dagster.core.models.failures import is_systemic
 from viscon_dagster.core.models.request import Response, Usage
 
 # USD per million tokens (input, output), list prices; override in configuration for your contract.
@@ -88,6 +89,7 @@ def summarize(responses: Iterable[Response], prices: PriceTable | None = None, *
         "refused": statuses.get("refused", 0),
         "unparsable": statuses.get("unparsable", 0),
         "errors": statuses.get("error", 0),
+        "errors_systemic": sum(is_systemic(r) for r in rs),  # tolerated by max_failure_fraction, else it failed
         "tokens_in": sum(r.usage.prompt_tokens for r in rs),
         "tokens_out": sum(r.usage.completion_tokens for r in rs),
         "tokens_in_paid": sum(r.usage.prompt_tokens for r in fresh),

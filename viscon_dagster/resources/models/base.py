@@ -5,7 +5,9 @@
 
 The base class owns what every backend shares: fingerprints, the pay-once journal (answers already
 journaled are returned without a call, each new answer is journaled the moment it arrives),
-de-duplication of identical requests within a call, and the sync wrapper assets use.
+de-duplication of identical requests within a call, the rule that fails a partition on systemic
+faults (`core/models/failures.py`: a dead server, a wrong key, an unknown model are not data rows), and
+the sync wrapper assets use.
 """
 
 from __future__ import annotations
@@ -21,22 +23,27 @@ from pydantic import Field, PrivateAttr
 
 from viscon_dagster.core.lease import journal_lease
 from viscon_dagster.core.models.accounting import PriceTable, summarize
+from viscon_dagster.core.models.failures import FailureTally, redact
 from viscon_dagster.core.models.gc_tuning import gc_tuned_for_throughput
 from viscon_dagster.core.models.journal import Journal
 from viscon_dagster.core.models.request import Request, Response
 
-Emit = Callable[[int, Response], Awaitable[None]]
+# `await emit(i, response)` returns False once the call is stopping (a fatal failure, or more failures
+# than tolerated): the backend then asks nothing more; what is in flight may finish and is journaled
+Emit = Callable[[int, Response], Awaitable[bool]]
 
 
 class _GroupWriter:
     """Journals answers as they arrive. Answers that arrive while a write is under way go out together
     in the next write (group commit): at low rates one write per answer, under load one per burst,
-    and at most one write's worth of answers is at risk if the process dies."""
+    and at most one write's worth of answers is at risk if the process dies. Writes run on their own
+    thread: on the default pool they would queue behind the image reads of every request in flight."""
 
     def __init__(self, journal: Journal):
         self.journal = journal
         self.pending: list[Response] = []
         self.task: asyncio.Task | None = None
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal")
 
     def add(self, response: Response) -> None:
         self.pending.append(response)
@@ -48,11 +55,12 @@ class _GroupWriter:
     async def _drain(self) -> None:
         while self.pending:
             batch, self.pending = self.pending, []
-            await asyncio.to_thread(self.journal.put_many, batch)
+            await asyncio.get_running_loop().run_in_executor(self.pool, self.journal.put_many, batch)
 
     async def close(self) -> None:
         while self.task is not None and not self.task.done():
             await self.task
+        self.pool.shutdown(wait=False)
         if self.task is not None and self.task.exception():
             raise self.task.exception()  # storage failing is systemic: fail the partition, loudly
 
@@ -80,6 +88,11 @@ class ModelBackend(dg.ConfigurableResource):
                           "valid when a local checkpoint moves but its weights do not")
     tune_gc: bool = Field(True, description="during a call, freeze the objects alive at its start and run young "
                                             "GC collections less often (core/models/gc_tuning.py)")
+    max_failure_fraction: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="share of a partition's requests that may fail for systemic reasons (server down, timeouts, "
+                    "5xx or 429 after retries) and still pass as `error` rows; more fails the partition. A wrong "
+                    "key, an unknown model or an exhausted quota always fail it, at the first occurrence")
     lease_ttl_s: float = Field(600.0, description="a partition's lease (core/lease.py) lapses this long after its "
                                                   "last renewal (every third of it while working), so a dead run "
                                                   "does not hold the partition longer")
@@ -100,7 +113,8 @@ class ModelBackend(dg.ConfigurableResource):
     # -- what subclasses implement ------------------------------------------------------------
     async def _generate(self, requests: list[Request], fingerprints: list[str], emit: Emit,
                         journal: Journal | None) -> None:
-        """Answer every request, calling `await emit(i, response)` as each answer arrives."""
+        """Answer every request, calling `await emit(i, response)` as each answer arrives; once it returns
+        False, ask nothing more. Raise only when the backend itself fails (the partition then fails)."""
         raise NotImplementedError
 
     # -- the interface ------------------------------------------------------------------------
@@ -128,25 +142,34 @@ class ModelBackend(dg.ConfigurableResource):
                 todo.setdefault(fp, []).append(i)
         firsts = [idx[0] for idx in todo.values()]
         writer = _GroupWriter(journal) if journal is not None else None
+        tally = FailureTally(len(requests), self.max_failure_fraction)
 
-        async def emit(j: int, response: Response) -> None:
+        async def emit(j: int, response: Response) -> bool:
             i = firsts[j]
             if writer is not None and response.journaled():
-                writer.add(response)
+                writer.add(response)  # first: nothing else may delay an answer's way to the journal
             for k in todo[fps[i]]:
                 out[k] = response
+            tally.add(response, len(todo[fps[i]]))
             if on_response:
                 on_response(response)
+            return not tally.stop
 
+        crash: Exception | None = None
         if firsts:
             try:
                 await self._generate([requests[i] for i in firsts], [fps[i] for i in firsts], emit, journal)
+            except Exception as e:  # the backend itself failed (no model, OOM, API down): after journaling, fail
+                crash = e
             finally:
                 if writer is not None:
                     await writer.close()
         if journal is not None and self.compact_journal and firsts:
             await asyncio.to_thread(journal.compact)
         self._last_wall_s = time.perf_counter() - t0
+        failure = tally.error(f"{self.backend_name} (model {self.model_id})", out, crash, self._secrets())
+        if failure is not None:
+            raise failure from crash
         missing = [i for i, r in enumerate(out) if r is None]
         if missing:
             raise RuntimeError(f"{self.backend_name} returned no response for {len(missing)} requests")
@@ -169,6 +192,12 @@ class ModelBackend(dg.ConfigurableResource):
         return table
 
     # -- helpers for subclasses ---------------------------------------------------------------
+    def _secrets(self) -> list[str]:
+        """Values that must never reach a row, a log or a message (e.g. an API key)."""
+        return []
+
     def _response(self, fingerprint: str, **kw) -> Response:
+        if kw.get("error"):
+            kw["error"] = redact(kw["error"], self._secrets())
         return Response(fingerprint=fingerprint, model=self.model_id, backend=self.backend_name,
                         created_at=time.time(), **kw)

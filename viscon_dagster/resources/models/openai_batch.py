@@ -11,6 +11,9 @@ are resubmitted, at most `max_resubmits` times; what is still unanswered then be
 journaled: the next run tries again). With `repair_retry`, an answer that is not schema-valid JSON goes
 back once, with the model's answer and the reason, in the next round's batch (that round counts toward
 `max_resubmits`); if the repair does not come back, the first answer is kept as `unparsable`.
+Items that fail inside a batch keep their cause (the item's HTTP status and error code, or the batch's
+own error) as the same error kinds as the HTTP backend; a fatal one (a wrong key, an unknown model, no
+quota) ends the call without resubmitting anything, leaving batches still running journaled for a rerun.
 """
 
 from __future__ import annotations
@@ -24,14 +27,34 @@ from typing import Any
 import openai
 from pydantic import Field
 
+from viscon_dagster.core.models.failures import FATAL_KINDS, status_kind
 from viscon_dagster.core.models.parsing import detect_refusal, parse_structured, repair_messages
 from viscon_dagster.core.models.request import Request, Response, Usage
-from viscon_dagster.resources.models.openai_http import OpenAIHTTPBackend, error_kind
+from viscon_dagster.resources.models.openai_http import OpenAIHTTPBackend, describe, error_kind
 
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 STATE_PREFIX = "batch-"
 INTENT_PREFIX = "submitting-"
 CLOCK_SKEW_S = 3600  # how much older than an intent a batch made from it may look (clocks differ)
+
+
+def item_failure(rec: dict) -> tuple[str, str]:
+    """(error kind, message) of a batch output or error file line that holds no answer."""
+    resp = rec.get("response") or {}
+    status = resp.get("status_code")
+    err = (resp.get("body") or {}).get("error") or rec.get("error") or {}
+    code = str(err["code"]) if err.get("code") is not None else None
+    where = f"HTTP {status}" if status else "batch item"
+    return status_kind(status, code), f"{where}: {err.get('message') or code or 'no reason given'}"[:500]
+
+
+def batch_failure(batch) -> tuple[str, str] | None:
+    """(error kind, message) of a batch that failed as a whole (e.g. its input did not validate), if it did."""
+    data = getattr(getattr(batch, "errors", None), "data", None) or []
+    if batch.status != "failed" or not data:
+        return None
+    e = data[0]
+    return status_kind(None, e.code), f"batch {batch.status}: {e.message or e.code}"[:500]
 
 
 class OpenAIBatchBackend(OpenAIHTTPBackend):
@@ -127,9 +150,9 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
             await asyncio.to_thread(journal.delete_state, f"{INTENT_PREFIX}{file_id}")
         return adopted
 
-    async def _collect(self, client, batch) -> tuple[dict[str, dict], set[str]]:
-        """(custom_id -> response body for answered items, custom_ids that failed)."""
-        answered, failed = {}, set()
+    async def _collect(self, client, batch) -> tuple[dict[str, dict], dict[str, tuple[str, str]]]:
+        """(custom_id -> response body for answered items, custom_id -> (kind, message) for failed ones)."""
+        answered, failed = {}, {}
         for fid, is_err in ((batch.output_file_id, False), (batch.error_file_id, True)):
             if not fid:
                 continue
@@ -142,7 +165,7 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
                 if not is_err and resp.get("status_code") == 200:
                     answered[rec["custom_id"]] = resp.get("body") or {}
                 else:
-                    failed.add(rec["custom_id"])
+                    failed[rec["custom_id"]] = item_failure(rec)
         return answered, failed
 
     async def _generate(self, requests, fingerprints, emit, journal) -> None:
@@ -151,6 +174,8 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
         client = openai.AsyncOpenAI(base_url=self.base_url, max_retries=self.max_attempts - 1, timeout=self.timeout_s,
                                     api_key=self.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY")
         done: set[str] = set()
+        why: dict[str, tuple[str, str]] = {}  # the last reason an item came back unanswered
+        fatal = False
         first_answers: dict[str, Response] = {}  # unparsable answers whose repair is under way
         repairs: dict[str, Request] = {}  # the repair request of each
 
@@ -175,12 +200,13 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
                 active.update(await self._submit(client, journal, pending, round_))
             deadline = time.monotonic() + self.max_wait_s if self.max_wait_s is not None else None
             retry: dict[str, Request] = {}
-            while active:
+            while active and not fatal:
                 for bid in list(active):
                     batch = await client.batches.retrieve(bid)
                     if batch.status not in TERMINAL:
                         continue
-                    answered, _failed = await self._collect(client, batch)
+                    answered, failed = await self._collect(client, batch)
+                    whole = batch_failure(batch)
                     latency = max(0.0, (batch.completed_at or batch.expired_at or time.time()) - batch.created_at) \
                         if getattr(batch, "created_at", None) else 0.0
                     for fp, body in answered.items():
@@ -198,33 +224,39 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
                     for fp in active[bid]["fingerprints"]:
                         if fp not in answered and fp in by_fp:
                             retry[fp] = repairs.get(fp) or by_fp[fp][1]
+                            why[fp] = (failed.get(fp) or whole
+                                       or ("batch_failed", f"batch {batch.status}: no answer for the item"))
+                            fatal = fatal or why[fp][0] in FATAL_KINDS
                     if journal is not None:
                         await asyncio.to_thread(journal.delete_state, f"{STATE_PREFIX}{bid}")
                     del active[bid]
-                if retry and not active and round_ < self.max_resubmits:
+                    if fatal:  # asking again cannot help: batches still running stay journaled for a rerun
+                        break
+                if retry and not active and not fatal and round_ < self.max_resubmits:
                     round_ += 1
                     active.update(await self._submit(client, journal, retry, round_))
                     retry = {}
-                if active:
+                if active and not fatal:
                     if deadline is not None and time.monotonic() >= deadline:
                         break
                     await asyncio.sleep(self.poll_interval_s)
             for fp, first in first_answers.items():  # the first answer was paid for: keep it
-                why = "no round left for its repair" if fp in retry else "its repair was not answered"
-                await deliver(fp, first.model_copy(update={"error": f"{first.error}; {why}"}))
+                reason = "no round left for its repair" if fp in retry else "its repair was not answered"
+                await deliver(fp, first.model_copy(update={"error": f"{first.error}; {reason}"}))
             for fp, (j, _) in by_fp.items():
                 if fp in done:
                     continue
-                waiting = any(fp in s["fingerprints"] for s in active.values())
-                await emit(j, self._response(
-                    fp, status="error", batch=True, error_kind="batch_pending" if waiting else "batch_failed",
-                    error="batch still running; a rerun collects it" if waiting
-                    else f"no answer after {self.max_resubmits} resubmissions"))
+                if any(fp in s["fingerprints"] for s in active.values()):
+                    kind, error = "batch_pending", "batch still running; a rerun collects it"
+                else:
+                    kind, error = why.get(fp, ("batch_failed", "no answer"))
+                    error = f"{error} (after {round_} resubmission{'s' * (round_ != 1)})"
+                await emit(j, self._response(fp, status="error", batch=True, error_kind=kind, error=error))
         except openai.OpenAIError as e:
             for fp, (j, _) in by_fp.items():
                 if fp not in done:
                     await emit(j, self._response(fp, status="error", batch=True, error_kind=error_kind(e),
-                                                 error=f"{type(e).__name__}: {e}"[:500]))
+                                                 error=describe(e)[:500]))
         finally:
             await client.close()
 

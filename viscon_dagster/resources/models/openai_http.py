@@ -3,12 +3,14 @@
 Bounded concurrency, requests/min and tokens/min limits (aiolimiter), retries with exponential backoff
 and jitter on 429/5xx/timeouts/connection errors that honour Retry-After (tenacity), images as base64
 data URLs, structured output through `response_format` with a fallback to JSON in the prompt, and one
-repair retry for answers that are not schema-valid JSON.
+repair retry for answers that are not schema-valid JSON. A call stops asking (and stops retrying) as soon
+as the partition cannot succeed any more (`core/models/failures.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import os
 import random
@@ -20,8 +22,9 @@ import httpx2
 import openai
 from aiolimiter import AsyncLimiter
 from pydantic import Field, PrivateAttr
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_when_event_set
 
+from viscon_dagster.core.models.failures import status_kind
 from viscon_dagster.core.models.parsing import (detect_refusal, parse_structured, repair_messages,
                                                 with_schema_instruction)
 from viscon_dagster.core.models.request import Message, Request, Response, Usage
@@ -30,22 +33,47 @@ from viscon_dagster.resources.models.base import ModelBackend
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
+def causes(e: BaseException | None):
+    """`e` and what it wraps, outermost first."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
 def error_kind(e: BaseException) -> str:
-    if isinstance(e, openai.RateLimitError):
-        return "rate_limited"
-    if isinstance(e, openai.APITimeoutError):
-        return "timeout"
-    if isinstance(e, openai.APIConnectionError):
-        return "connection"
     if isinstance(e, openai.APIStatusError):
-        if e.status_code >= 500:
-            return "server_error"
-        return {400: "bad_request", 401: "auth", 403: "auth", 404: "not_found"}.get(e.status_code,
-                                                                                    f"http_{e.status_code}")
+        return status_kind(e.status_code, e.code)
+    if isinstance(e, openai.APIConnectionError):
+        # the aiohttp transport reports every transport failure as APITimeoutError: what it wraps says which
+        chain = list(causes(e))[1:]
+        if any(isinstance(c, ConnectionRefusedError) for c in chain):
+            return "connection_refused"
+        if any(isinstance(c, TimeoutError) for c in chain):  # asyncio's, aiohttp's, httpcore's socket timeouts
+            return "timeout"
+        return "timeout" if not chain and isinstance(e, openai.APITimeoutError) else "connection"
     return "bad_response"
 
 
+def describe(e: BaseException) -> str:
+    """The error and, when it wraps one, the root cause (e.g. the refused connection behind a 'timeout')."""
+    # the socket's own error when there is one, else the end of the explicit `raise … from` chain
+    # (implicit contexts can trail it: errors handled on the way, unrelated to this one)
+    sockets = [c for c in causes(e) if isinstance(c, OSError) and type(c).__module__ == "builtins"]
+    if sockets:
+        root = sockets[-1]
+    else:
+        root = e
+        while root.__cause__ is not None and root.__cause__ is not e:
+            root = root.__cause__
+    text = f"{type(e).__name__}: {e}"
+    return text if root is e else f"{text} (cause: {type(root).__name__}: {root})"
+
+
 def retryable(e: BaseException) -> bool:
+    if isinstance(e, openai.RateLimitError) and e.code == "insufficient_quota":
+        return False  # a 429 that waiting does not fix
     return isinstance(e, (openai.APITimeoutError, openai.APIConnectionError)) or (
         isinstance(e, openai.APIStatusError) and e.status_code in RETRYABLE_STATUS)
 
@@ -96,6 +124,12 @@ class _Run:
     rpm: AsyncLimiter | None
     tpm: AsyncLimiter | None
     prompt_mode: bool  # schema in the prompt instead of response_format (sticky once the server refuses it)
+    stopping: asyncio.Event  # the partition cannot succeed: no new requests, no more retries
+
+    async def pause(self, seconds: float) -> None:
+        """A backoff wait that ends early when the call is stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
 
 
 class _Answer:
@@ -126,6 +160,9 @@ class OpenAIHTTPBackend(ModelBackend):
                                "CPU per request, which caps throughput at high concurrency")
 
     _prompt_mode_learned: bool = PrivateAttr(False)
+
+    def _secrets(self) -> list[str]:
+        return [k for k in (self.api_key, os.environ.get("OPENAI_API_KEY")) if k]
 
     def _estimate_tokens(self, req: Request) -> int:
         chars = sum(len(m.text()) for m in req.messages)
@@ -162,8 +199,11 @@ class OpenAIHTTPBackend(ModelBackend):
                 "name": req.schema_name, "schema": req.json_schema, "strict": True}}
         kw.update(self.extra_body)
         est = min(self._estimate_tokens(req), int(self.tokens_per_minute)) if run.tpm else 0
+        failed: list[BaseException] = []
 
         async def send() -> dict:
+            if failed and run.stopping.is_set():
+                raise failed[-1]  # no retry once the partition cannot succeed: report what the last attempt got
             if run.rpm:
                 await run.rpm.acquire()
             if run.tpm:
@@ -171,7 +211,11 @@ class OpenAIHTTPBackend(ModelBackend):
             calls[0] += 1
             # the client's POST with the raw response: `chat.completions.create` re-walks the body against
             # its TypedDicts and builds models (~1 ms CPU a request), which caps throughput at high concurrency
-            raw = await run.client.post("/chat/completions", body=kw, cast_to=httpx2.Response)
+            try:
+                raw = await run.client.post("/chat/completions", body=kw, cast_to=httpx2.Response)
+            except Exception as e:
+                failed.append(e)
+                raise
             return raw.json()
 
         try:
@@ -180,9 +224,11 @@ class OpenAIHTTPBackend(ModelBackend):
             if not retryable(first) or self.max_attempts < 2:
                 raise
             wait = _Wait(self.backoff_initial_s, self.backoff_max_s, self.max_retry_after_s)
-            await asyncio.sleep(wait.delay(first, 1))
-            async for attempt in AsyncRetrying(stop=stop_after_attempt(self.max_attempts - 1),
-                                               retry=retry_if_exception(retryable), wait=wait, reraise=True):
+            await run.pause(wait.delay(first, 1))
+            stop = stop_after_attempt(self.max_attempts - 1) | stop_when_event_set(run.stopping)
+            async for attempt in AsyncRetrying(stop=stop,
+                                               retry=retry_if_exception(retryable), wait=wait, reraise=True,
+                                               sleep=run.pause):
                 with attempt:
                     data = await send()
         choices = data.get("choices") or []
@@ -211,7 +257,7 @@ class OpenAIHTTPBackend(ModelBackend):
                 wire = await self._wire_messages(msgs if not schema or use_rf else
                                                  with_schema_instruction(msgs, schema))
             except OSError as e:  # the image is not in storage (any more): this row fails, not the run
-                return done(status="error", error_kind="image_unreadable", error=f"{type(e).__name__}: {e}"[:500])
+                return done(status="error", error_kind="image_unreadable", error=describe(e)[:500])
             try:
                 ans = await self._call(run, req, wire, use_rf, calls)
             except openai.BadRequestError:
@@ -236,7 +282,8 @@ class OpenAIHTTPBackend(ModelBackend):
                 try:
                     ans2 = await self._call(run, req, await self._wire_messages(fixed), use_rf, calls)
                 except openai.OpenAIError as e:  # the first answer was paid for: keep it, as unparsable
-                    return done(status="unparsable", text=ans.text, error_kind="unparsable", finish_reason=ans.finish_reason,
+                    return done(status="unparsable", text=ans.text, error_kind="unparsable",
+                                finish_reason=ans.finish_reason,
                                 error=f"{why}; repair call failed: {type(e).__name__}"[:500])
                 usage += ans2.usage
                 if reason := detect_refusal(ans2.text, ans2.refusal, ans2.finish_reason):
@@ -251,7 +298,7 @@ class OpenAIHTTPBackend(ModelBackend):
                             finish_reason=ans.finish_reason)
             return done(status="ok", text=ans.text, parsed=parsed, finish_reason=ans.finish_reason)
         except (openai.OpenAIError, ValueError, OSError) as e:
-            return done(status="error", error_kind=error_kind(e), error=f"{type(e).__name__}: {e}"[:500])
+            return done(status="error", error_kind=error_kind(e), error=describe(e)[:500])
 
     async def _generate(self, requests, fingerprints, emit, journal) -> None:
         n = self.max_concurrency
@@ -265,7 +312,8 @@ class OpenAIHTTPBackend(ModelBackend):
         run = _Run(client=client,
                    rpm=AsyncLimiter(self.requests_per_minute, 60) if self.requests_per_minute else None,
                    tpm=AsyncLimiter(self.tokens_per_minute, 60) if self.tokens_per_minute else None,
-                   prompt_mode=self.structured_output == "prompt" or self._prompt_mode_learned)
+                   prompt_mode=self.structured_output == "prompt" or self._prompt_mode_learned,
+                   stopping=asyncio.Event())
 
         todo = iter(range(len(requests)))
 
@@ -273,7 +321,10 @@ class OpenAIHTTPBackend(ModelBackend):
             # `max_concurrency` workers pulling from one iterator: a 100k-request partition costs 64 tasks,
             # not 100k, and the first requests leave before the rest are even looked at
             for j in todo:
-                await emit(j, await self._answer(run, requests[j], fingerprints[j]))
+                if run.stopping.is_set():
+                    return
+                if not await emit(j, await self._answer(run, requests[j], fingerprints[j])):
+                    run.stopping.set()
 
         try:
             await asyncio.gather(*(worker() for _ in range(min(n, len(requests)))))

@@ -1,6 +1,8 @@
 """A local checkpoint through transformers: a VLM (`AutoModelForImageTextToText`) or a text LM
 (`AutoModelForCausalLM`), on CPU or CUDA, batched `generate`, and JSON-schema-constrained decoding
 with xgrammar's logits processor, so that even a tiny random-weight model answers schema-valid JSON.
+A request the model cannot take (images for a text-only model) is a row; anything else that fails (no
+checkpoint, out of memory) raises, and the partition fails.
 """
 
 from __future__ import annotations
@@ -109,8 +111,6 @@ class TransformersLocalBackend(ModelBackend):
                 content = [{"type": "text", "text": p.text or ""} if p.type == "text" else {"type": "image"}
                            for p in m.parts()]
             else:
-                if m.images():
-                    raise ValueError(f"{self.model} is a text-only model; the request has images")
                 content = m.text()
             msgs.append({"role": m.role, "content": content})
         return msgs
@@ -167,19 +167,20 @@ class TransformersLocalBackend(ModelBackend):
         return responses
 
     async def _generate(self, requests, fingerprints, emit, journal) -> None:
+        st = await asyncio.to_thread(self._load)  # a missing or broken checkpoint raises here
         groups: dict[str, list[int]] = {}
         for j, r in enumerate(requests):
+            if r.images() and not st.is_vlm:  # a request this model cannot take: a row, not a crash
+                await emit(j, self._response(fingerprints[j], status="error", error_kind="bad_request",
+                                             error=f"{self.model} is a text-only model; the request has images"))
+                continue
             # one generate call needs one schema, one set of sampling params, and images for all or none
             key = json.dumps([r.json_schema, r.params.model_dump(), bool(r.images())], sort_keys=True)
             groups.setdefault(key, []).append(j)
         for idx in groups.values():
             for k in range(0, len(idx), self.batch_size):
                 chunk = idx[k:k + self.batch_size]
-                try:
-                    out = await asyncio.to_thread(self._run_batch, [requests[j] for j in chunk],
-                                                  [fingerprints[j] for j in chunk])
-                except ValueError as e:  # a request this model cannot take: a row, not a crash
-                    out = [self._response(fingerprints[j], status="error", error_kind="bad_request", error=str(e))
-                           for j in chunk]
+                out = await asyncio.to_thread(self._run_batch, [requests[j] for j in chunk],
+                                              [fingerprints[j] for j in chunk])
                 for j, resp in zip(chunk, out):
                     await emit(j, resp)
