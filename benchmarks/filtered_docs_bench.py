@@ -22,7 +22,7 @@ DATA = Path(__file__).resolve().parent / ".data"
 
 
 def make_shard(n_docs: int) -> Path:
-    from viscon_dagster.core.sample_data import SampleSpec, write_sample
+    from viscon_dagster.demo.sample_corpus import SampleSpec, write_sample
 
     out = DATA / f"shard-{n_docs}"
     if not (out / "shards" / "sample-00000.parquet").exists():
@@ -32,7 +32,7 @@ def make_shard(n_docs: int) -> Path:
 
 
 def make_tokenizer() -> Path:
-    from viscon_dagster.core.tiny_tokenizer import save_pretrained_tokenizer
+    from viscon_dagster.demo.tiny_tokenizer import save_pretrained_tokenizer
 
     path = DATA / "tokenizer"
     if not (path / "tokenizer.json").exists():
@@ -56,9 +56,9 @@ def run_floor(shard: str, tokenizer: str, batch_size: int) -> int:
 def run_ours(shard: str, tokenizer: str, batch_size: int) -> int:
     from upath import UPath
 
-    from viscon_dagster.core.filtering import REJECTS_SCHEMA, FilterSettings, filter_shard
-    from viscon_dagster.core.parquet_io import ParquetStreamWriter
-    from viscon_dagster.core.shard_sources import iter_record_batches
+    from viscon_dagster.core.documents.filtering import REJECTS_SCHEMA, FilterSettings, filter_shard
+    from viscon_dagster.core.files.parquet import ParquetStreamWriter
+    from viscon_dagster.core.shards.sources import iter_record_batches
     from viscon_dagster.resources.tokenizer import TokenizerResource
 
     tok = TokenizerResource(name_or_path=tokenizer)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from viscon_dagster.core.sample_data import SampleSpec, write_sample
-from viscon_dagster.core.tiny_tokenizer import save_pretrained_tokenizer
+from viscon_dagster.demo.sample_corpus import SampleSpec, write_sample
+from viscon_dagster.demo.tiny_tokenizer import save_pretrained_tokenizer
 
 
 def free_port() -> int:

@@ -76,7 +76,7 @@ def test_dagster_refuses_to_load_definitions_with_a_bad_storage_root(tmp_path):
 @pytest.mark.parametrize("root", sorted(BAD_ROOTS))
 def test_definitions_load_names_the_variable_the_value_and_what_is_accepted(root, monkeypatch):
     from viscon_dagster.definitions import build_definitions
-    from viscon_dagster.settings import SettingError
+    from viscon_dagster.paths import SettingError
 
     monkeypatch.setenv("VISCON_STORAGE_ROOT", root)
     with pytest.raises(SettingError) as refused:

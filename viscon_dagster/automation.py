@@ -1,25 +1,10 @@
 """Sensors and schedules. The shard sensor only registers partitions; it never launches heavy work."""
 
-import os
-
 import dagster as dg
-from pydantic import Field
 
 from viscon_dagster.partitions import obelics_shards, register_shards
+from viscon_dagster.resources.shard_source import ShardSourceResource
 from viscon_dagster.resources.storage import StorageResource
-from viscon_dagster.settings import sample_dir
-
-SOURCE_ENV = "VISCON_SHARD_SOURCE"
-
-
-class ShardSourceResource(dg.ConfigurableResource):
-    """The shard source the sensor watches: a local folder, an S3 prefix or an `hf://` dataset path."""
-
-    url: str | None = Field(None, description="default $VISCON_SHARD_SOURCE, else the bundled sample's shards")
-
-    @property
-    def resolved(self) -> str:
-        return self.url or os.environ.get(SOURCE_ENV) or str(sample_dir() / "shards")
 
 
 @dg.sensor(minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.STOPPED,

@@ -20,10 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from viscon_dagster import settings
-from viscon_dagster.core.atomic_io import write_text_atomic
-from viscon_dagster.core.shard_registry import Registration, ShardKeyConflict
-from viscon_dagster.core.shard_sources import OBELICS_HUB_SOURCE
+from viscon_dagster import paths
+from viscon_dagster.core.files.atomic import write_text_atomic
+from viscon_dagster.core.shards.registry import Registration, ShardKeyConflict
+from viscon_dagster.core.shards.sources import OBELICS_HUB_SOURCE
 
 DAY_S = 24 * 3600
 
@@ -61,7 +61,7 @@ def _instance():
     """The persistent Dagster instance (SQLite under DAGSTER_HOME; `.viscon/dagster_home` by default)."""
     from dagster import DagsterInstance
 
-    home = settings.dagster_home()
+    home = paths.dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     ensure_instance_yaml(home)
     os.environ["DAGSTER_HOME"] = str(home)
@@ -80,18 +80,18 @@ def _storage() -> Iterator:
 
 
 def cmd_sample(args) -> list[Path]:
-    from viscon_dagster.core.sample_data import SampleSpec, write_sample
+    from viscon_dagster.demo.sample_corpus import SampleSpec, write_sample
 
-    out = Path(args.out or settings.sample_dir())
-    paths = write_sample(out, SampleSpec(shards=args.shards, docs_per_shard=args.docs, seed=args.seed))
-    print(f"wrote {len(paths)} shards to {out / 'shards'} and their images to {out / 'images'}")
-    return paths
+    out = Path(args.out or paths.sample_dir())
+    shards = write_sample(out, SampleSpec(shards=args.shards, docs_per_shard=args.docs, seed=args.seed))
+    print(f"wrote {len(shards)} shards to {out / 'shards'} and their images to {out / 'images'}")
+    return shards
 
 
 def cmd_models_tiny(args) -> Path:
-    from viscon_dagster.core.models.tiny import build_tiny_models
+    from viscon_dagster.demo.tiny_models import build_tiny_models
 
-    out = Path(args.out or settings.models_dir())
+    out = Path(args.out or paths.models_dir())
     for role, path in build_tiny_models(out).items():
         print(f"tiny {role}: {path}")
     return out
@@ -119,7 +119,7 @@ def cmd_shards_register(args) -> int:
 
 
 def cmd_shards_list(args) -> None:
-    from viscon_dagster.core.shard_registry import refused_shards
+    from viscon_dagster.core.shards.registry import refused_shards
     from viscon_dagster.partitions import obelics_shards
 
     for key in _instance().get_dynamic_partitions(obelics_shards.name):
@@ -157,10 +157,10 @@ def materialize_shards(keys: list[str]) -> list[bool]:
 
 
 def cmd_demo(args) -> int:
-    sample = settings.sample_dir()
+    sample = paths.sample_dir()
     if args.fresh or not (sample / "shards").exists():
         cmd_sample(argparse.Namespace(out=str(sample), shards=4, docs=72, seed=0))
-    if args.fresh or not (settings.models_dir() / "tiny_models.json").exists():
+    if args.fresh or not (paths.models_dir() / "tiny_models.json").exists():
         cmd_models_tiny(argparse.Namespace(out=None))
     keys = register_source_shards(str(sample / "shards")).keys
     print(f"materializing {len(keys)} shard partitions …")
@@ -178,7 +178,7 @@ def cmd_demo(args) -> int:
           f"\n  rejects:       {root}/filtered_docs_rejects/<shard>.parquet"
           f"\n  the dataset:   {root}/viscon_100k_release/  (llava/, idefics/, hf/ with README.md)"
           f"\n  release run:   {'ok' if release.success else 'FAILED'}"
-          f"\nDagster instance: {settings.dagster_home()} (open the UI with `viscon ui`)")
+          f"\nDagster instance: {paths.dagster_home()} (open the UI with `viscon ui`)")
     return 0 if all(ok) else 1
 
 
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         result = args.fn(args)
-    except (settings.SettingError, ShardKeyConflict) as e:
+    except (paths.SettingError, ShardKeyConflict) as e:
         print(f"viscon: {e}", file=sys.stderr)
         return 2
     return result if isinstance(result, int) else 0

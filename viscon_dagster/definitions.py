@@ -12,7 +12,8 @@ from dagster_aws.s3 import S3Resource
 from viscon_dagster.assets.chain import ChainSpec, build_chain
 from viscon_dagster.assets.docs import filtered_docs
 from viscon_dagster.assets.images import images
-from viscon_dagster.automation import ShardSourceResource, obelics_shard_sensor
+from viscon_dagster.automation import obelics_shard_sensor
+from viscon_dagster.resources.shard_source import ShardSourceResource
 from viscon_dagster.environment import env_secret, image_fetcher, model_backend, s3_resource
 from viscon_dagster.partitions import obelics_shards
 from viscon_dagster.resources.embedder import EmbedderResource

@@ -24,7 +24,7 @@ from dagster_aws.s3 import S3Resource
 from viscon_dagster.resources.image_fetcher import ImageFetcherResource
 from viscon_dagster.resources.models import (
     ModelBackend, OpenAIBatchBackend, OpenAIHTTPBackend, TransformersLocalBackend, VLLMOfflineBackend)
-from viscon_dagster.settings import SettingError, models_dir, sample_dir
+from viscon_dagster.paths import SettingError, models_dir, sample_dir
 
 TINY_MODELS = {"caption": "tiny-idefics3", "qa": "tiny-lm"}
 BACKENDS = ("transformers", "openai", "openai_batch", "vllm")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from viscon_dagster.core.shard_registry import Registration, register_source
+from viscon_dagster.core.shards.registry import Registration, register_source
 from viscon_dagster.resources.storage import StorageResource
 
 obelics_shards = dg.DynamicPartitionsDefinition(name="obelics_shards")

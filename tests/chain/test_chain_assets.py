@@ -13,11 +13,12 @@ from transformers import AutoProcessor
 from tests.chain.scripted_openai import ScriptedOpenAI
 from tests.conftest import materialize_partition
 from tests.exports.llava_validator import validate_llava_file
-from viscon_dagster.core.models.tiny import build_tiny_models
+from viscon_dagster.demo.tiny_models import build_tiny_models
 from viscon_dagster.definitions import RELEASE_JOB, SHARD_JOB, build_definitions
 from viscon_dagster.environment import image_fetcher
 from viscon_dagster.partitions import record_shards
 from viscon_dagster.resources.models import OpenAIHTTPBackend, TransformersLocalBackend
+from viscon_dagster.resources.local_models import model_label
 
 SHORT = {"ops": {"captions": {"config": {"max_tokens": 24, "temperature": 1.0}},
                  "qa_pairs": {"config": {"max_tokens": 512, "temperature": 1.0}}}}
@@ -59,7 +60,9 @@ def test_whole_chain_with_tiny_models_and_release(tmp_path, sample_dir, tokenize
     images = table(store, "images", key)
     captions = table(store, "captions", key)
     assert captions.num_rows == Counter(images.column("status").to_pylist())["ok"]
-    assert set(captions.column("caption_model").to_pylist()) == {str(tiny_models["vlm"])}
+    # a local checkpoint is named by its folder and a digest of its files, never by this machine's path
+    (label,) = set(captions.column("caption_model").to_pylist())
+    assert label == model_label(str(tiny_models["vlm"])) and label.startswith("tiny-idefics3@") and "/" not in label
     qa = table(store, "qa_pairs", key)
     assert qa.num_rows >= captions.num_rows  # at least one row (an item or a failure) per caption
     conversations = table(store, "conversations", key)
@@ -67,6 +70,8 @@ def test_whole_chain_with_tiny_models_and_release(tmp_path, sample_dir, tokenize
 
     hf = store / "viscon_100k_release" / "hf"
     assert (hf / "README.md").exists()
+    for published in (hf / "README.md", store / "viscon_100k_release" / "preview.html"):
+        assert str(tiny_models["vlm"].parent) not in published.read_text(), published
     leaky = load_dataset("parquet", data_files=str(hf / "data" / "leaky" / "*.parquet"), split="train")
     assert leaky.num_rows == Counter(conversations.column("mix").to_pylist())["leaky"]
     llava = store / "viscon_100k_release" / "llava"

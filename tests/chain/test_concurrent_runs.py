@@ -1,4 +1,4 @@
-"""Two runs of one partition at once never pay twice: the partition lease (core/lease.py) lets one run
+"""Two runs of one partition at once never pay twice: the partition lease (core/files/lease.py) lets one run
 ask the model while the other waits, or fails naming the run that holds the partition.
 
 The OpenAI-protocol double holds every answer until the test opens its gate, so the first run is
@@ -23,7 +23,7 @@ from upath import UPath
 
 from tests.conftest import materialize_partition
 from tests.models.openai_double import OpenAIDouble
-from viscon_dagster.core.lease import LeaseHeld
+from viscon_dagster.core.files.lease import LeaseHeld
 from viscon_dagster.core.models.request import Request
 from viscon_dagster.definitions import build_definitions
 from viscon_dagster.partitions import record_shards

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from upath import UPath
 
-from tests.conversations.samples import samples, write_images
-from viscon_dagster.core.conversations import MIXES, build_conversations
-from viscon_dagster.core.export_card import leakage_by_kind
-from viscon_dagster.core.exports import export_conversations
+from tests.chain.conversation_samples import samples, write_images
+from viscon_dagster.core.chain.conversations import MIXES, build_conversations
+from viscon_dagster.core.exports.card import leakage_by_kind
+from viscon_dagster.core.exports.release import export_conversations
 
 TEST_FRACTION = 0.3
 MAX_SHARD_BYTES = 12_000  # a few rows per shard, so every config has several shards

@@ -3,7 +3,7 @@ import json
 from pathlib import Path
 
 from tests.exports.llava_validator import validate_llava, validate_llava_file
-from viscon_dagster.core.conversations import MIXES
+from viscon_dagster.core.chain.conversations import MIXES
 
 
 def test_llava_json_per_mix_and_split_passes_the_validator(exported, tables):

@@ -7,14 +7,14 @@ import yaml
 from PIL import Image
 
 from tests.exports.conftest import MAX_SHARD_BYTES, TEST_FRACTION
-from viscon_dagster.core.conversations import LINEAGE_COLUMNS, MIXES
-from viscon_dagster.core.export_parquet import estimate_row_bytes
-from viscon_dagster.core.export_split import split_for
+from viscon_dagster.core.chain.conversations import LINEAGE_COLUMNS, MIXES
+from viscon_dagster.core.exports.parquet import estimate_row_bytes
+from viscon_dagster.core.exports.split import split_for
 
 
 @pytest.fixture(scope="module")
 def tiny_vlm(tmp_path_factory):
-    from viscon_dagster.core.models.tiny import build_tiny_models
+    from viscon_dagster.demo.tiny_models import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny"))["vlm"]
 
@@ -22,7 +22,7 @@ def tiny_vlm(tmp_path_factory):
 def test_idefics_messages_render_through_the_idefics3_processor(exported, tiny_vlm):
     from transformers import AutoProcessor
 
-    from viscon_dagster.core.models.tiny import IMAGE_SEQ_LEN
+    from viscon_dagster.demo.tiny_models import IMAGE_SEQ_LEN
 
     processor = AutoProcessor.from_pretrained(tiny_vlm)
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")

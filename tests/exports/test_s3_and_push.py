@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 from upath import UPath
 
-from tests.conversations.samples import write_images
+from tests.chain.conversation_samples import write_images
 from tests.exports.llava_validator import validate_llava_file
-from viscon_dagster.core.exports import export_conversations, parse_hf_target, push_dataset
+from viscon_dagster.core.exports.release import export_conversations, parse_hf_target, push_dataset
 
 
 def s3_options(endpoint: str) -> dict:

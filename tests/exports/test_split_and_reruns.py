@@ -5,8 +5,8 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from tests.exports.conftest import conversation_tables, shard_samples
-from viscon_dagster.core.export_split import split_for
-from viscon_dagster.core.exports import export_conversations
+from viscon_dagster.core.exports.split import split_for
+from viscon_dagster.core.exports.release import export_conversations
 
 
 def test_split_for_is_seeded_stable_and_close_to_the_fraction():
@@ -44,7 +44,7 @@ def test_rerun_replaces_old_shards(tmp_path, storage_root, tables):
 
 
 def test_missing_images_drop_their_records_and_are_counted(tmp_path):
-    from tests.conversations.samples import write_images
+    from tests.chain.conversation_samples import write_images
 
     shards = shard_samples()
     root = UPath(tmp_path / "storage")

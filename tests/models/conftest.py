@@ -19,7 +19,7 @@ def double():
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
-    from viscon_dagster.core.models.tiny import build_tiny_models
+    from viscon_dagster.demo.tiny_models import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
 

@@ -7,7 +7,7 @@ import pytest
 from viscon_dagster.core.models.failures import ModelServiceError
 from viscon_dagster.core.models.parsing import validate
 from viscon_dagster.core.models.request import Request, SamplingParams
-from viscon_dagster.core.models.tiny import build_tiny_models
+from viscon_dagster.demo.tiny_models import build_tiny_models
 from viscon_dagster.resources.models import TransformersLocalBackend
 
 QA = {"type": "object",

@@ -12,19 +12,19 @@ import dagster as dg
 import pyarrow as pa
 
 from viscon_dagster.assets.exports import release_asset
-from viscon_dagster.assets.metadata import table_metadata
+from viscon_dagster.assets.metadata import as_metadata, status_counts, table_metadata
 from viscon_dagster.checks.caption_checks import captions_check_spec, check_captions
 from viscon_dagster.checks.conversation_checks import check_conversations, conversations_check_spec
 from viscon_dagster.checks.qa_checks import check_qa, qa_check_spec
-from viscon_dagster.core.captions import CAPTIONS_SCHEMA, caption_jobs, caption_request, caption_rows
-from viscon_dagster.core.conversations import MIXES, build_conversations
-from viscon_dagster.core.leakage import leakage_summary
+from viscon_dagster.core.chain.captions import CAPTIONS_SCHEMA, caption_jobs, caption_request, caption_rows
+from viscon_dagster.core.chain.conversations import MIXES, build_conversations
+from viscon_dagster.core.chain.leakage import leakage_summary
 from viscon_dagster.core.models.request import ImageRef, SamplingParams
-from viscon_dagster.core.parquet_io import read_parquet
-from viscon_dagster.core.prompts import CAPTION_PROMPT_VERSION, NONCONTEXTUAL_PROMPT_VERSION, QA_PROMPT_VERSION
-from viscon_dagster.core.qa import QA_SCHEMA, qa_request, qa_rows
-from viscon_dagster.core.question_dedup import mark_duplicates
-from viscon_dagster.core.samples import image_samples
+from viscon_dagster.core.files.parquet import read_parquet
+from viscon_dagster.core.chain.prompts import CAPTION_PROMPT_VERSION, NONCONTEXTUAL_PROMPT_VERSION, QA_PROMPT_VERSION
+from viscon_dagster.core.chain.qa import QA_SCHEMA, qa_request, qa_rows
+from viscon_dagster.core.chain.question_dedup import mark_duplicates
+from viscon_dagster.core.chain.image_samples import image_samples
 from viscon_dagster.resources.embedder import EmbedderResource
 from viscon_dagster.resources.models.base import ModelBackend
 from viscon_dagster.resources.storage import StorageResource
@@ -77,11 +77,6 @@ GPU = {"pool": "gpu", "tags": {"viscon/accelerator": "gpu"},
            "requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}}}}}}
 
 
-def _journal(storage: StorageResource, key: dg.AssetKey, partition: str):
-    """Pay-once journal next to the partition's output."""
-    return storage.path(*key.path, "_journal", partition)
-
-
 def _remaining(context: dg.AssetExecutionContext) -> int:
     """Partitions of this asset not materialized yet (for the cost projection)."""
     pdef = context.assets_def.partitions_def
@@ -90,9 +85,14 @@ def _remaining(context: dg.AssetExecutionContext) -> int:
     return len(all_keys - set(done) - {context.partition_key})
 
 
-def _status_counts(table: pa.Table, column: str = "status") -> dict[str, int]:
-    counts = table.group_by(column).aggregate([([], "count_all")]).to_pylist()
-    return {str(r[column]): r["count_all"] for r in counts}
+def _ask(context: dg.AssetExecutionContext, model: ModelBackend, requests: list) -> tuple[list, dict]:
+    """The model's answers, paid once: journaled next to the partition's output under a lease held for this
+    run; returns them with the call's metadata (model, usage, failures, cost and its projection)."""
+    storage: StorageResource = context.resources.storage
+    journal = storage.path(*context.asset_key.path, "_journal", context.partition_key)
+    responses = model.generate(requests, journal_dir=journal, lease_owner=context.run_id)
+    metadata = {"backend": model.backend_name, **model.metadata(responses, remaining_partitions=_remaining(context))}
+    return responses, metadata
 
 
 def _caption_asset(spec: ChainSpec, name: str, contextual: bool, description: str):
@@ -115,18 +115,15 @@ def _caption_asset(spec: ChainSpec, name: str, contextual: bool, description: st
         requests = [caption_request(j, ImageRef(url=str(storage.path(j.image_path)), sha256=j.image_sha256,
                                                 storage_options=options, mime="image/jpeg"), params)
                     for j in jobs]
-        responses = model.generate(requests, journal_dir=_journal(storage, key, context.partition_key),
-                                   lease_owner=context.run_id)
+        responses, model_metadata = _ask(context, model, requests)
         table = pa.Table.from_pylist(caption_rows(jobs, responses, contextual, config.min_chars, config.max_chars),
                                      schema=CAPTIONS_SCHEMA)
-        yield dg.Output(table, metadata={
+        return dg.MaterializeResult(value=table, metadata={
             **table_metadata(table, ["doc_id", "position", "status", "caption"]),
-            "caption_model": model.model_id, "backend": model.backend_name,
+            "caption_model": model.model_id,
             "prompt_version": CAPTION_PROMPT_VERSION if contextual else NONCONTEXTUAL_PROMPT_VERSION,
-            "status_counts": dg.MetadataValue.json(_status_counts(table)),
-            **model.metadata(responses, remaining_partitions=_remaining(context)),
-        })
-        yield check_captions(table.to_pandas(), config.min_chars, config.max_chars, key)
+            **as_metadata({"status_counts": status_counts(table)}), **model_metadata,
+        }, check_results=[check_captions(table.to_pandas(), config.min_chars, config.max_chars, key)])
 
     return _captions
 
@@ -143,25 +140,21 @@ def _qa_asset(spec: ChainSpec):
     )
     def _qa_pairs(context: dg.AssetExecutionContext, config: QAConfig, captions: pa.Table):
         model: ModelBackend = getattr(context.resources, spec.qa_model_key)
-        storage: StorageResource = context.resources.storage
         usable = captions.filter(pa.compute.equal(captions["status"], "ok")).to_pylist()
         params = SamplingParams(max_tokens=config.max_tokens, temperature=config.temperature)
         requests = [qa_request(c["caption"], config.n_free_form, config.n_mcq, params) for c in usable]
-        responses = model.generate(requests, journal_dir=_journal(storage, key, context.partition_key),
-                                   lease_owner=context.run_id)
+        responses, model_metadata = _ask(context, model, requests)
         rows = [row for c, r in zip(usable, responses, strict=True) for row in qa_rows(c, r)]
         table = pa.Table.from_pylist(rows, schema=QA_SCHEMA)
         valid = table.filter(table["valid"])
-        yield dg.Output(table, metadata={
+        return dg.MaterializeResult(value=table, metadata={
             **table_metadata(table, ["kind", "question", "answer", "valid", "reason"]),
-            "qa_model": model.model_id, "backend": model.backend_name, "prompt_version": QA_PROMPT_VERSION,
-            "valid_items": valid.num_rows,
-            "invalid_by_reason": dg.MetadataValue.json(
-                _status_counts(table.filter(pa.compute.invert(table["valid"])), "reason")),
-            "leakage": dg.MetadataValue.json(leakage_summary(valid["leakage"].to_pylist())),
-            **model.metadata(responses, remaining_partitions=_remaining(context)),
-        })
-        yield check_qa(table.to_pandas(), key)
+            "qa_model": model.model_id, "prompt_version": QA_PROMPT_VERSION, "valid_items": valid.num_rows,
+            **as_metadata({
+                "invalid_by_reason": status_counts(table.filter(pa.compute.invert(table["valid"])), "reason"),
+                "leakage": leakage_summary(valid["leakage"].to_pylist())}),
+            **model_metadata,
+        }, check_results=[check_qa(table.to_pandas(), key)])
 
     return _qa_pairs
 
@@ -184,7 +177,7 @@ def _dedup_asset(spec: ChainSpec):
                                      .append(pa.field("dup_scope", pa.string())))
         kept = [r for r in marked if r["kept"]]
         removed = [r for r in marked if not r["kept"]]
-        return dg.Output(table, metadata={
+        return dg.MaterializeResult(value=table, metadata={
             **table_metadata(table, ["kind", "question", "kept", "duplicate_of", "similarity"]),
             "embedding_model": embedder.model_id, "threshold": config.threshold,
             "kept": len(kept), "removed": len(removed),
@@ -208,16 +201,14 @@ def _conversations_asset(spec: ChainSpec):
     )
     def _conversations(context: dg.AssetExecutionContext, config: ConversationsConfig, captions: pa.Table,
                        unique_qa_pairs: pa.Table, storage: StorageResource):
-        control_path = storage.path(*control.path, f"{context.partition_key}.parquet")
+        control_path = storage.partition_path(control, context.partition_key)
         noncontextual = read_parquet(control_path) if control_path.exists() else None
         result = build_conversations(image_samples(captions, unique_qa_pairs, noncontextual), config.mixes, config.seed)
         table = result.table()
-        yield dg.Output(table, metadata={
-            **table_metadata(table, ["id", "mix", "image", "conversations"]),
-            **{k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in result.metadata().items()},
+        return dg.MaterializeResult(value=table, metadata={
+            **table_metadata(table, ["id", "mix", "image", "conversations"]), **as_metadata(result.metadata()),
             "noncontextual_captions": noncontextual is not None,
-        })
-        yield check_conversations(table, key, config.mixes)
+        }, check_results=[check_conversations(table, key, config.mixes)])
 
     return _conversations
 

@@ -6,11 +6,11 @@ import dagster as dg
 
 from viscon_dagster.assets.metadata import table_metadata
 from viscon_dagster.checks.docs_checks import check_filtered_docs, filtered_docs_check_spec
-from viscon_dagster.core.filtering import REJECTS_SCHEMA, FilterSettings, filter_shard
-from viscon_dagster.core.obelics import REJECT_REASONS
-from viscon_dagster.core.parquet_io import ParquetStreamWriter
-from viscon_dagster.core.shard_registry import lookup
-from viscon_dagster.core.shard_sources import iter_record_batches
+from viscon_dagster.core.documents.filtering import REJECTS_SCHEMA, FilterSettings, filter_shard
+from viscon_dagster.core.documents.obelics import REJECT_REASONS
+from viscon_dagster.core.files.parquet import ParquetStreamWriter
+from viscon_dagster.core.shards.registry import lookup
+from viscon_dagster.core.shards.sources import iter_record_batches
 from viscon_dagster.partitions import obelics_shards
 from viscon_dagster.resources.storage import StorageResource
 from viscon_dagster.resources.tokenizer import TokenizerResource
@@ -41,7 +41,7 @@ def filtered_docs(context: dg.AssetExecutionContext, config: FilteredDocsConfig,
     shard = context.partition_key
     url = lookup(storage.root_path(), shard)
     settings = FilterSettings(config.max_text_tokens, config.min_images, config.docs_per_shard, config.seed)
-    rejects_path = storage.path(REJECTS_DIR, f"{shard}.parquet")
+    rejects_path = storage.partition_path(dg.AssetKey(REJECTS_DIR), shard)
     started = time.perf_counter()
     # opened and its first batch read before the rejects file is: a bad shard fails leaving the last one intact
     batches = iter_record_batches(url, storage.options_for(url), config.batch_size, config.reader)
@@ -50,10 +50,10 @@ def filtered_docs(context: dg.AssetExecutionContext, config: FilteredDocsConfig,
     elapsed = time.perf_counter() - started
     context.log.info(f"{shard}: {stats.rows_in} rows in, {stats.kept} kept, {sum(stats.rejects.values())} rejected")
 
-    yield dg.Output(table, metadata={
+    return dg.MaterializeResult(value=table, metadata={
         **table_metadata(table, ["doc_id", "url", "n_images", "text_tokens", "texts"]),
         "source_url": url,
-        "tokenizer": tokenizer.resolved,
+        "tokenizer": tokenizer.label,
         "rows_in": stats.rows_in,
         "rows_valid": stats.valid,
         "rows_eligible": stats.eligible,
@@ -63,5 +63,4 @@ def filtered_docs(context: dg.AssetExecutionContext, config: FilteredDocsConfig,
         **{f"rejects/{reason}": stats.rejects.get(reason, 0) for reason in REJECT_REASONS},
         "rejects_path": dg.MetadataValue.path(str(rejects_path)),
         "docs_per_second": round(stats.rows_in / elapsed, 1) if elapsed else 0.0,
-    })
-    yield check_filtered_docs(table.to_pandas(), config.max_text_tokens, config.min_images)
+    }, check_results=[check_filtered_docs(table.to_pandas(), config.max_text_tokens, config.min_images)])

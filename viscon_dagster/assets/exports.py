@@ -6,10 +6,12 @@ so a release of thousands of shards streams shard by shard.
 
 import dagster as dg
 
-from viscon_dagster.core.exports import FORMATS, export_conversations, push_dataset
-from viscon_dagster.core.leakage import leakage_summary
-from viscon_dagster.core.parquet_io import read_parquet
-from viscon_dagster.core.preview import DEFAULT_PER_MIX, PreviewSources, records_markdown, write_preview
+from viscon_dagster.assets.metadata import as_metadata
+
+from viscon_dagster.core.exports.release import FORMATS, export_conversations, push_dataset
+from viscon_dagster.core.chain.leakage import leakage_summary
+from viscon_dagster.core.files.parquet import read_parquet
+from viscon_dagster.core.exports.preview import DEFAULT_PER_MIX, PreviewSources, records_markdown, write_preview
 from viscon_dagster.resources.hub import HubResource
 from viscon_dagster.resources.storage import StorageResource
 
@@ -58,7 +60,7 @@ def release_asset(name: str, conversations: dg.AssetKey, unique_qa: dg.AssetKey,
 
         def tables(key):
             for shard in shards:
-                yield read_parquet(storage.path(*key.path, f"{shard}.parquet"))
+                yield read_parquet(storage.partition_path(key, shard))
 
         leakage = [v for t in tables(unique_qa) for v, kept in zip(t["leakage"].to_pylist(), t["kept"].to_pylist())
                    if kept and v is not None]
@@ -68,8 +70,7 @@ def release_asset(name: str, conversations: dg.AssetKey, unique_qa: dg.AssetKey,
                                        test_fraction=config.test_fraction, split_seed=config.split_seed,
                                        leakage=leakage_summary(leakage), pretty_name=config.pretty_name)
         metadata = {"shards": len(shards), "path": dg.MetadataValue.path(str(out)),
-                    **{k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v
-                       for k, v in summary.metadata().items()}}
+                    **as_metadata(summary.metadata())}
         released = next(iter(summary.counts.values()), None)
         preview = write_preview(PreviewSources(storage.root_path(), **preview_sources), shards, out,
                                 title=config.pretty_name, per_mix=config.preview_per_mix, seed=config.preview_seed,

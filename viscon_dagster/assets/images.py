@@ -3,7 +3,7 @@
 import dagster as dg
 import pyarrow as pa
 
-from viscon_dagster.assets.metadata import table_metadata
+from viscon_dagster.assets.metadata import as_metadata, table_metadata
 from viscon_dagster.checks.image_checks import check_images, check_success_rate, image_check_specs
 from viscon_dagster.core.images import ImageRequest
 from viscon_dagster.core.images.url_counts import load_url_doc_counts, save_url_doc_counts
@@ -41,10 +41,9 @@ def images(context: dg.AssetExecutionContext, config: ImagesConfig, filtered_doc
     save_url_doc_counts(store, shard, result.url_doc_counts)
     summary = result.metadata()
     context.log.info(f"{shard}: {summary['kept_images']} images kept of {summary['rows']} ({summary['status_counts']})")
-    yield dg.Output(result.table, metadata={
+    return dg.MaterializeResult(value=result.table, metadata={
         **table_metadata(result.table, ["doc_id", "position", "status", "width", "height", "image_url"]),
-        **{k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in summary.items()},
-        **{f"status/{k}": v for k, v in summary["status_counts"].items()},
-    })
-    yield check_images(result.table.to_pandas(), image_fetcher.min_side, image_fetcher.max_side)
-    yield check_success_rate(result.success_rate, config.success_rate_threshold, summary["status_counts"])
+        **as_metadata(summary), **{f"status/{k}": v for k, v in summary["status_counts"].items()},
+    }, check_results=[
+        check_images(result.table.to_pandas(), image_fetcher.min_side, image_fetcher.max_side),
+        check_success_rate(result.success_rate, config.success_rate_threshold, summary["status_counts"])])

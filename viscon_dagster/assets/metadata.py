@@ -23,6 +23,16 @@ def preview(table: pa.Table, columns: list[str], rows: int = 5, max_chars: int =
     return dg.MetadataValue.md("\n".join(lines))
 
 
+def as_metadata(values: dict[str, Any]) -> dict[str, Any]:
+    """Plain values as they are; dicts and lists as JSON metadata (Dagster renders them as trees)."""
+    return {k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v for k, v in values.items()}
+
+
+def status_counts(table: pa.Table, column: str = "status") -> dict[str, int]:
+    counts = table.group_by(column).aggregate([([], "count_all")]).to_pylist()
+    return {str(r[column]): r["count_all"] for r in counts}
+
+
 def table_metadata(table: pa.Table, preview_columns: list[str]) -> dict[str, Any]:
     return {
         "dagster/row_count": table.num_rows,

@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from viscon_dagster.checks.gx_runner import run_suite
-from viscon_dagster.core.captions import CAPTION_STATUSES
+from viscon_dagster.core.chain.captions import CAPTION_STATUSES
 
 CAPTIONS_CHECK = "captions_suite"
 REFUSAL_REGEX = r"(?i)^\s*(?:i'?m sorry|i am sorry|i can(?:no|')t|sorry,|as an ai)"

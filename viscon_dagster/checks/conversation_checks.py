@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 
 from viscon_dagster.checks.gx_runner import run_suite
-from viscon_dagster.core.conversations import IMAGE_TOKEN, MIXES
+from viscon_dagster.core.chain.conversations import IMAGE_TOKEN, MIXES
 
 CONVERSATIONS_CHECK = "conversations_suite"
 NOT_NULL = ("image", "shard", "doc_id", "doc_url", "image_sha256", "caption_model")

@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from viscon_dagster.checks.gx_runner import run_suite
-from viscon_dagster.core.qa import MCQ_LETTERS, QA_REASONS
+from viscon_dagster.core.chain.qa import MCQ_LETTERS, QA_REASONS
 
 QA_CHECK = "qa_pairs_suite"
 

@@ -3,7 +3,7 @@
 Paths: `<root>/<asset key path>/<partition key>.parquet`. Outputs may be a pyarrow Table or a
 pandas DataFrame; inputs load as a pyarrow Table, or as a DataFrame when the input is annotated
 `pd.DataFrame`. No pickle anywhere: every artifact is a parquet file any tool can read. Each file is
-published whole (`core.parquet_io.write_parquet`): a downstream step never reads a torn file, and a
+published whole (`core.files.parquet.write_parquet`): a downstream step never reads a torn file, and a
 run that fails or is killed while writing leaves the previous materialization in place.
 """
 
@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 from upath import UPath
 
-from viscon_dagster.core.parquet_io import read_parquet, write_parquet
+from viscon_dagster.core.files.parquet import read_parquet, write_parquet
 from viscon_dagster.resources.storage import StorageResource
 
 

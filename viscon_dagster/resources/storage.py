@@ -17,7 +17,8 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field as PField
 from upath import UPath
 
-from viscon_dagster.settings import storage_root_url, viscon_home
+from viscon_dagster.core.files.parquet import partition_file
+from viscon_dagster.paths import storage_root_url, viscon_home
 
 ROOT_ENV = "VISCON_STORAGE_ROOT"
 
@@ -78,6 +79,10 @@ class StorageResource(dg.ConfigurableResource):
         for part in parts:
             p = p / part
         return p
+
+    def partition_path(self, key: dg.AssetKey, partition: str) -> UPath:
+        """The parquet file of one partition of an asset (`<root>/<asset key>/<partition>.parquet`)."""
+        return partition_file(self.root_path(), key.path, partition)
 
 
 def upath_for(url: str, storage_options: dict[str, Any] | None = None) -> UPath:

@@ -8,8 +8,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from viscon_dagster.resources.local_models import require_local_model
-from viscon_dagster.settings import models_dir
+from viscon_dagster.resources.local_models import model_label, require_local_model
+from viscon_dagster.paths import models_dir
 
 TOKENIZER_ENV = "VISCON_TOKENIZER"
 
@@ -28,6 +28,10 @@ class TokenizerResource(dg.ConfigurableResource):
     @property
     def resolved(self) -> str:
         return self.name_or_path or default_tokenizer()
+
+    @property
+    def label(self) -> str:
+        return model_label(self.resolved)
 
     def load(self):
         if self._tokenizer is None:

@@ -19,7 +19,7 @@ url -> document count, for `save_url_doc_counts(store, shard, ...)`.
 Raises `ImageStorageError` (the only failure of a shard) when the store cannot be written; every
 other problem is a row status. When the store fails, the first failure is the one raised (with its "a
 rerun resumes" hint); a failure of the last journal flush after it is added as a note and logged.
-Each JPEG is written whole (`core/atomic_io.py`): a reader or a rerun never finds a torn image.
+Each JPEG is written whole (`core/files/atomic.py`): a reader or a rerun never finds a torn image.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 from upath import UPath
 
-from viscon_dagster.core.atomic_io import write_bytes_atomic
+from viscon_dagster.core.files.atomic import write_bytes_atomic
 
 from . import statuses as st
 from .dedup import find_duplicates, url_doc_counts
@@ -321,4 +321,4 @@ def fetch_images(requests: Iterable[ImageRequest], store: UPath, settings: Image
 
 
 __all__ = ["ImageRequest", "ImageResult", "ImageStorageError", "RESULT_SCHEMA", "afetch_images", "fetch_images",
-           "image_path", "interleave_by_host", "asdict"]
+           "image_path", "interleave_by_host"]

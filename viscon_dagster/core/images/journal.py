@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 from upath import UPath
 
-from viscon_dagster.core.parquet_io import list_parquet, read_parquet, write_parquet
+from viscon_dagster.core.files.parquet import list_parquet, read_parquet, write_parquet
 
 from .statuses import is_transient
 

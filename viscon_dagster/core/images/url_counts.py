@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from upath import UPath
 
-from viscon_dagster.core.parquet_io import list_parquet, read_parquet, write_parquet
+from viscon_dagster.core.files.parquet import list_parquet, read_parquet, write_parquet
 
 from .journal import _safe
 

@@ -9,7 +9,7 @@ Layout under the journal directory (a `UPath`: local folder or S3 prefix):
                                  thousands of responses on reload instead of one per response
     state/<name>.json            small resumable state, e.g. submitted batch ids
 
-Every file is written whole (`core/atomic_io.py`). Writes of the same fingerprint are idempotent.
+Every file is written whole (`core/files/atomic.py`). Writes of the same fingerprint are idempotent.
 Compaction writes its segment before it deletes the entries it folded, and `load` reads entries before
 it lists segments, so an entry moved by a concurrent compaction is seen in one place or the other; two
 processes compacting at once only duplicate lines, and a file that vanishes between listing and reading
@@ -23,7 +23,7 @@ import time
 import uuid
 from typing import Any
 
-from viscon_dagster.core.atomic_io import write_text_atomic as _write_text
+from viscon_dagster.core.files.atomic import write_text_atomic as _write_text
 from viscon_dagster.core.models.request import Response
 
 

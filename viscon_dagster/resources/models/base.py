@@ -21,12 +21,13 @@ from collections.abc import Awaitable, Callable, Sequence
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from viscon_dagster.core.lease import journal_lease
+from viscon_dagster.core.files.lease import journal_lease
 from viscon_dagster.core.models.accounting import PriceTable, summarize
 from viscon_dagster.core.models.failures import FailureTally, redact
 from viscon_dagster.core.models.gc_tuning import gc_tuned_for_throughput
 from viscon_dagster.core.models.journal import Journal
 from viscon_dagster.core.models.request import Request, Response
+from viscon_dagster.resources.local_models import model_label
 
 # `await emit(i, response)` returns False once the call is stopping (a fatal failure, or more failures
 # than tolerated): the backend then asks nothing more; what is in flight may finish and is journaled
@@ -84,8 +85,8 @@ class ModelBackend(dg.ConfigurableResource):
     batch_discount: float = Field(0.5, description="fraction off for batch API calls")
     compact_journal: bool = Field(True, description="fold journal entries into one segment after a call")
     model_label: str | None = Field(
-        None, description="id recorded in fingerprints and rows (default: `model`); set it to keep the journal "
-                          "valid when a local checkpoint moves but its weights do not")
+        None, description="id recorded in fingerprints and rows (default: a hub id as it is, a local checkpoint "
+                          "as <folder>@<digest of its files>), e.g. recipe@sha for a trained one")
     tune_gc: bool = Field(True, description="during a call, freeze the objects alive at its start and run young "
                                             "GC collections less often (core/models/gc_tuning.py)")
     max_failure_fraction: float = Field(
@@ -93,13 +94,14 @@ class ModelBackend(dg.ConfigurableResource):
         description="share of a partition's requests that may fail for systemic reasons (server down, timeouts, "
                     "5xx or 429 after retries) and still pass as `error` rows; more fails the partition. A wrong "
                     "key, an unknown model or an exhausted quota always fail it, at the first occurrence")
-    lease_ttl_s: float = Field(600.0, description="a partition's lease (core/lease.py) lapses this long after its "
+    lease_ttl_s: float = Field(600.0, description="a partition's lease (core/files/lease.py) lapses this long after its "
                                                   "last renewal (every third of it while working), so a dead run "
                                                   "does not hold the partition longer")
     lease_wait_s: float = Field(60.0, description="how long a second run of a partition waits for its lease "
                                                   "before failing with the run that holds it")
 
     _last_wall_s: float = PrivateAttr(0.0)
+    _model_id: str | None = PrivateAttr(None)
 
     @property
     def backend_name(self) -> str:
@@ -107,8 +109,11 @@ class ModelBackend(dg.ConfigurableResource):
 
     @property
     def model_id(self) -> str:
-        """The id that enters fingerprints and rows."""
-        return self.model_label or self.model
+        """The id that enters fingerprints and rows: `model_label`, else the hub id, else `<folder>@<digest>`
+        of a local checkpoint (computed once)."""
+        if self._model_id is None:
+            self._model_id = self.model_label or model_label(self.model)
+        return self._model_id
 
     # -- what subclasses implement ------------------------------------------------------------
     async def _generate(self, requests: list[Request], fingerprints: list[str], emit: Emit,

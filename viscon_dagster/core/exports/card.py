@@ -1,0 +1,161 @@
+"""The dataset card (`hf/README.md`): YAML front matter the Hub and `datasets` read (licence, one
+config per mix with its split files), then counts, models, prompt versions, leakage, licence and sources."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any, Iterable
+
+import yaml
+
+VISCON_BIBTEX = """@inproceedings{kumar2025viscon,
+  title     = {VisCon-100K: Leveraging Contextual Web Data for Fine-tuning Vision Language Models},
+  author    = {Kumar, Gokul Karthik and Chaabane, Iheb and Wu, Kebin},
+  booktitle = {Pacific-Asia Conference on Knowledge Discovery and Data Mining (PAKDD)},
+  year      = {2025},
+  eprint    = {2502.10250},
+  archivePrefix = {arXiv}
+}"""
+OBELICS_BIBTEX = """@inproceedings{laurencon2023obelics,
+  title     = {OBELICS: An Open Web-Scale Filtered Dataset of Interleaved Image-Text Documents},
+  author    = {Lauren{\\c{c}}on, Hugo and Saulnier, Lucile and Tronchon, L{\\'e}o and Bekman, Stas and
+               Singh, Amanpreet and Lozhkov, Anton and Wang, Thomas and Karamcheti, Siddharth and
+               Rush, Alexander M. and Kiela, Douwe and Cord, Matthieu and Sanh, Victor},
+  booktitle = {Advances in Neural Information Processing Systems (NeurIPS), Datasets and Benchmarks},
+  year      = {2023},
+  eprint    = {2306.16527},
+  archivePrefix = {arXiv}
+}"""
+
+
+def leakage_by_kind(samples: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean/median leakage of the Q&A (stage-7 samples' `free_form` / `mcq` items), per kind and overall."""
+    scores: dict[str, list[float]] = {"free_form": [], "mcq": []}
+    for s in samples:
+        for kind in scores:
+            scores[kind] += [float(q["leakage"]) for q in s.get(kind) or [] if q.get("leakage") is not None]
+    scores["all"] = scores["free_form"] + scores["mcq"]
+    return {k: ({"count": len(v), "mean": round(statistics.fmean(v), 4), "median": round(statistics.median(v), 4)}
+                if v else {"count": 0}) for k, v in scores.items()}
+
+
+def _size_category(n: int) -> str:
+    for bound, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                         (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
+        if n < bound:
+            return label
+    return "10M<n<100M"
+
+
+def front_matter(counts: dict[str, dict[str, int]], default_mix: str, pretty_name: str) -> dict[str, Any]:
+    configs = []
+    for mix in sorted(counts, key=lambda m: (m != default_mix, m)):
+        cfg: dict[str, Any] = {"config_name": mix}
+        if mix == default_mix:
+            cfg["default"] = True
+        cfg["data_files"] = [{"split": split, "path": f"data/{mix}/{split}-*.parquet"}
+                             for split in sorted(counts[mix], key=lambda s: (s != "train", s)) if counts[mix][split]]
+        configs.append(cfg)
+    total = max((sum(c.values()) for c in counts.values()), default=0)
+    return {"license": "cc-by-4.0", "language": ["en"], "pretty_name": pretty_name,
+            "task_categories": ["image-text-to-text", "visual-question-answering"],
+            "tags": ["multimodal", "vision-language", "synthetic", "obelics", "viscon"],
+            "size_categories": [_size_category(total)], "configs": configs}
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def _values(vals: list[str], limit: int = 6) -> str:
+    if not vals:
+        return "—"
+    if len(vals) > limit:  # e.g. 45 shards: a count and the range, not a wall of names
+        return f"{len(vals)} values, `{vals[0]}` … `{vals[-1]}`"
+    return ", ".join(f"`{v}`" for v in vals)
+
+
+def _leakage_table(leakage: dict[str, Any] | None) -> str:
+    """Accepts {kind: summary} (see `leakage_by_kind`) or one flat summary (`core.chain.leakage.leakage_summary`)."""
+    if not leakage:
+        return "Not computed for this export."
+    per_kind = leakage if all(isinstance(v, dict) for v in leakage.values()) else {"all": leakage}
+    columns = list(dict.fromkeys(["count", "mean", "median", *[k for v in per_kind.values() for k in v]]))
+    return _table(["Q&A", *columns], [[kind, *[v.get(c, "—") for c in columns]] for kind, v in per_kind.items()])
+
+
+def render_card(counts: dict[str, dict[str, int]], lineage: dict[str, list[str]],
+                leakage: dict[str, Any] | None = None, *, pretty_name: str = "VisCon (reproduction)",
+                default_mix: str = "leaky", notes: str = "") -> str:
+    """counts: mix → split → records; lineage: column → distinct values (models, prompt versions)."""
+    if default_mix not in counts and counts:
+        default_mix = sorted(counts)[0]
+    splits = sorted({s for c in counts.values() for s in c}, key=lambda s: (s != "train", s))
+    yaml_text = yaml.safe_dump(front_matter(counts, default_mix, pretty_name), sort_keys=False, allow_unicode=True)
+    count_rows = [[f"`{m}`" + (" (default)" if m == default_mix else ""), *[counts[m].get(s, 0) for s in splits],
+                   sum(counts[m].values())] for m in sorted(counts)]
+    model_rows = [[k, _values(vals)] for k, vals in lineage.items()]
+    leak_text = _leakage_table(leakage)
+    return f"""---
+{yaml_text}---
+
+# {pretty_name}
+
+Image conversations built from web pages the way VisCon-100K (arXiv 2502.10250) was: a vision-language
+model captions each image *with the text of the page around it* (an image-contextual caption), a
+language model turns each caption into free-form and multiple-choice Q&A, near-duplicate questions are
+removed, and the results become LLaVA-style conversations in several *mixes* — one config per mix.
+
+## Configs and splits
+
+{_table(["config (mix)", *splits, "total"], count_rows)}
+
+The split is a seeded hash of the page URL: every image of one page is in the same split.
+
+Mixes: `leaky` — the caption turn followed by the image's Q&A in one conversation (the paper's best mix);
+`captions` — caption only; `free_form` / `mcq` / `qa` — Q&A only; `separate` — caption and Q&A as two
+records; `noncontextual` — a control caption written without the page (only where one was made).
+
+Columns: `id`, `mix`, `content` (what the turns hold), `image` (embedded JPEG), `conversations`
+(`[{{"from": "human"|"gpt", "value"}}]`, `<image>` once in the first human turn; MCQ options as `A. …`
+lines, answered with the letter), and lineage: `shard`, `doc_id`, `doc_url`, `image_url`, `image_sha256`,
+`caption_model`, `qa_model`, `caption_prompt_version`, `qa_prompt_version`.
+
+```python
+from datasets import load_dataset
+ds = load_dataset("<this repo or folder>", "{default_mix}", split="train")
+```
+
+## Models and prompt versions
+
+{_table(["field", "values"], model_rows)}
+
+## Leakage
+
+Share of each answer's content words already in the caption (1.0: answerable from the caption alone).
+
+{leak_text}
+
+## Licence
+
+Released under CC-BY-4.0, as OBELICS is. Images and page URLs come from Common Crawl via OBELICS
+(opt-out-respecting config); the images remain their owners' and are included for research use, with
+their source URL in `image_url`. Captions and Q&A were generated by the models named above; their use
+is also subject to those models' terms.
+
+## Sources
+
+- OBELICS (HuggingFaceM4/OBELICS): interleaved image-text web documents from Common Crawl.
+- VisCon-100K: Kumar, Chaabane and Wu, "VisCon-100K: Leveraging Contextual Web Data for Fine-tuning
+  Vision Language Models", PAKDD 2025, arXiv 2502.10250. This dataset reproduces its pipeline; it is
+  not the authors' release.
+{notes}
+## Citation
+
+```bibtex
+{VISCON_BIBTEX}
+
+{OBELICS_BIBTEX}
+```
+"""

@@ -1,0 +1,159 @@
+"""Stage 9: conversation tables → training-ready exports, below one output folder (local or S3).
+
+    <out>/llava/<mix>/<split>.json + <out>/llava/images/…      LLaVA JSON + image folder (llava.py)
+    <out>/idefics/<mix>/<split>-0000N-of-0000M.parquet         chat messages, image embedded (parquet.py)
+    <out>/hf/data/<mix>/<split>-0000N-of-0000M.parquet         HF dataset, one config per mix
+    <out>/hf/README.md                                          its dataset card (card.py)
+
+One pass over the tables (one per shard, `CONVERSATIONS_SCHEMA`), in chunks: each chunk's images are
+read once from `root / image` and fed to every format. The split comes from the page URL
+(split.py). A record whose image is missing from storage is dropped and counted. Each
+format's folder is replaced on every run, so a rerun never leaves stale shards behind.
+`push_dataset` publishes a folder (normally `<out>/hf`) to the HF Hub or any fsspec URL.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+from upath import UPath
+
+from viscon_dagster.core.files.atomic import write_text_atomic
+from viscon_dagster.core.exports.card import render_card
+from viscon_dagster.core.exports.storage_io import copy_tree, file_sizes, read_images, remove_tree
+from viscon_dagster.core.exports.llava import LlavaWriter
+from viscon_dagster.core.exports.parquet import DEFAULT_MAX_SHARD_BYTES, hf_export, idefics_export
+from viscon_dagster.core.exports.split import DEFAULT_TEST_FRACTION, split_for
+
+FORMATS = ("llava", "idefics", "hf")
+CARD_LINEAGE = ("caption_model", "qa_model", "caption_prompt_version", "qa_prompt_version", "shard")
+
+
+@dataclass
+class ExportSummary:
+    out: str
+    counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # format → mix → split → n
+    files: dict[str, list[str]] = field(default_factory=dict)  # format → paths relative to out
+    bytes: dict[str, int] = field(default_factory=dict)  # format → bytes written
+    records_in: int = 0
+    records_missing_image: int = 0
+    missing_images: int = 0
+    images: int = 0  # distinct images exported
+
+    def metadata(self) -> dict[str, Any]:
+        """Flat, JSON-able values for Dagster metadata."""
+        return {"out": self.out, "records_in": self.records_in, "records_missing_image": self.records_missing_image,
+                "missing_images": self.missing_images, "images": self.images, "counts": self.counts,
+                "bytes": self.bytes, "files": sum(len(v) for v in self.files.values())}
+
+
+def _nested(counts: Counter) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for (mix, split), n in sorted(counts.items()):
+        out.setdefault(mix, {})[split] = n
+    return out
+
+
+def export_conversations(tables: Iterable[pa.Table], root: UPath, out: UPath, *,
+                         formats: Iterable[str] = FORMATS, mixes: Iterable[str] | None = None,
+                         test_fraction: float = DEFAULT_TEST_FRACTION, split_seed: int = 0,
+                         max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, chunk_rows: int = 256,
+                         workers: int = 8, leakage: dict[str, Any] | None = None,
+                         pretty_name: str = "VisCon (reproduction)", default_mix: str = "leaky") -> ExportSummary:
+    """Write the chosen formats for `tables` below `out`; images are read from `root / image`.
+
+    `mixes` limits the export to those mixes (default: every mix in the tables). `leakage` is the
+    precomputed Q&A leakage summary for the card (`export_card.leakage_by_kind` or
+    `core.chain.leakage.leakage_summary`).
+    """
+    formats = list(dict.fromkeys(formats))
+    if unknown := set(formats) - set(FORMATS):
+        raise ValueError(f"unknown export formats {sorted(unknown)} (known: {FORMATS})")
+    wanted = set(mixes) if mixes is not None else None
+    for f in formats:
+        remove_tree(out / f)
+    writers = {"llava": lambda: LlavaWriter(out, workers),
+               "idefics": lambda: idefics_export(out, max_shard_bytes),
+               "hf": lambda: hf_export(out, max_shard_bytes)}
+    active = {f: writers[f]() for f in formats}
+    summary = ExportSummary(out=str(out))
+    lineage: dict[str, set[str]] = {c: set() for c in CARD_LINEAGE}
+    exported_images: set[str] = set()
+    missing_images: set[str] = set()
+    for table in tables:
+        for batch in table.to_batches(max_chunksize=chunk_rows):
+            rows = [r for r in batch.to_pylist() if wanted is None or r["mix"] in wanted]
+            summary.records_in += len(rows)
+            images, missing = read_images(root, (r["image"] for r in rows), workers)
+            missing_images |= missing
+            ok = [r for r in rows if r["image"] in images]
+            summary.records_missing_image += len(rows) - len(ok)
+            for r in ok:
+                r["split"] = split_for(r["doc_url"], test_fraction, split_seed)
+                exported_images.add(r["image"])
+                for c in CARD_LINEAGE:
+                    if r.get(c):
+                        lineage[c].add(r[c])
+            for w in active.values():
+                w.write(ok, images)
+    summary.images, summary.missing_images = len(exported_images), len(missing_images)
+    for name, w in active.items():
+        w.close()
+        summary.counts[name] = _nested(w.counts)
+    if "hf" in active:
+        card = render_card(summary.counts["hf"], {c: sorted(v) for c, v in lineage.items()}, leakage,
+                           pretty_name=pretty_name, default_mix=default_mix)
+        write_text_atomic(out / "hf" / "README.md", card)
+    for name in active:
+        sizes = file_sizes(out / name)
+        summary.files[name] = [f"{name}/{rel}" for rel in sizes]
+        summary.bytes[name] = sum(sizes.values())
+    return summary
+
+
+def parse_hf_target(target: str) -> tuple[str, str | None]:
+    """`hf://datasets/org/name[@revision]` → (repo_id, revision)."""
+    prefix = "hf://datasets/"
+    if not target.startswith(prefix):
+        raise ValueError(f"not an HF dataset URL: {target!r} (expected {prefix}org/name)")
+    repo, _, revision = target[len(prefix):].strip("/").partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise ValueError(f"expected {prefix}org/name, got {target!r}")
+    return repo, revision or None
+
+
+def push_dataset(folder: UPath, target: str, *, storage_options: dict[str, Any] | None = None,
+                 token: str | None = None, private: bool = True, endpoint: str | None = None,
+                 commit_message: str = "Upload VisCon export") -> dict[str, Any]:
+    """Publish `folder` (normally `<out>/hf`: data shards + README.md) to `target`.
+
+    * `hf://datasets/org/name[@revision]`: the HF Hub, as one commit through
+      `HfApi.upload_folder(repo_type="dataset")`, creating the repo if needed; the token is `token` or
+      `$HF_TOKEN`; `endpoint` overrides the Hub URL (default: huggingface.co or `$HF_ENDPOINT`,
+      as huggingface_hub reads it). A folder on S3 is staged to a local temporary folder first (upload_folder reads
+      local files).
+    * any other fsspec URL (`file://…`, `s3://bucket/prefix` with `storage_options`): the files are
+      copied below it at the same relative paths — the layout the Hub repo gets.
+    """
+    if target.startswith("hf://"):
+        from huggingface_hub import HfApi
+
+        repo_id, revision = parse_hf_target(target)
+        api = HfApi(endpoint=endpoint, token=token or os.environ.get("HF_TOKEN"))
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = folder
+            if folder.protocol not in ("", "file", "local"):
+                local = UPath(tmp)
+                copy_tree(folder, local)
+            info = api.upload_folder(folder_path=str(Path(local.path)), repo_id=repo_id, repo_type="dataset",
+                                     revision=revision, commit_message=commit_message)
+        return {"target": target, "commit": getattr(info, "oid", None), "url": str(info)}
+    files, nbytes = copy_tree(folder, UPath(target, **(storage_options or {})))
+    return {"target": target, "files": files, "bytes": nbytes}
