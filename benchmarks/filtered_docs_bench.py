@@ -112,7 +112,8 @@ def main() -> None:
             floor = measure("floor", shard, tokenizer, args.batch_size)
             ours = measure("ours", shard, tokenizer, args.batch_size)
             rows.append((n_docs, floor, ours))
-    print("| docs in shard | floor docs/s | filtered_docs docs/s | time ratio (ours/floor) | floor peak RSS MB | ours peak RSS MB |")
+    print("| docs in shard | floor docs/s | filtered_docs docs/s | time ratio (ours/floor) "
+          "| floor peak RSS MB | ours peak RSS MB |")
     print("|---|---|---|---|---|---|")
     for n_docs, floor, ours in rows:
         print(f"| {n_docs:,} | {floor['docs'] / floor['seconds']:,.0f} | {ours['docs'] / ours['seconds']:,.0f} | "

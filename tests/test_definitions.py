@@ -6,7 +6,6 @@ import dagster as dg
 
 from viscon_dagster.definitions import SHARD_JOB, build_definitions, defs
 
-
 PER_SHARD = ["captions", "conversations", "filtered_docs", "images", "noncontextual_captions", "qa_pairs",
              "unique_qa_pairs"]
 

@@ -32,8 +32,8 @@ def asset_nodes(url: str):
 def webserver(tmp_path_factory):
     home = tmp_path_factory.mktemp("dagster_home")
     port = free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("dagster-webserver")), "-w", str(REPO / "workspace.yaml"),
-                             "-h", "127.0.0.1", "-p", str(port)],
+    webserver_bin = str(Path(sys.executable).with_name("dagster-webserver"))
+    proc = subprocess.Popen([webserver_bin, "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
                             cwd=REPO, env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180

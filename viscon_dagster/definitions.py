@@ -13,7 +13,6 @@ from viscon_dagster.assets.chain import ChainSpec, build_chain
 from viscon_dagster.assets.docs import filtered_docs
 from viscon_dagster.assets.images import images
 from viscon_dagster.automation import obelics_shard_sensor
-from viscon_dagster.resources.shard_source import ShardSourceResource
 from viscon_dagster.environment import env_secret, image_fetcher, model_backend, s3_resource
 from viscon_dagster.partitions import obelics_shards
 from viscon_dagster.resources.embedder import EmbedderResource
@@ -21,6 +20,7 @@ from viscon_dagster.resources.hub import HubResource
 from viscon_dagster.resources.image_fetcher import ImageFetcherResource
 from viscon_dagster.resources.io_manager import ParquetIOManager
 from viscon_dagster.resources.models import ModelBackend
+from viscon_dagster.resources.shard_source import ShardSourceResource
 from viscon_dagster.resources.storage import StorageResource
 from viscon_dagster.resources.tokenizer import TokenizerResource
 

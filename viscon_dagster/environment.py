@@ -21,10 +21,15 @@ import os
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
+from viscon_dagster.paths import SettingError, models_dir, sample_dir
 from viscon_dagster.resources.image_fetcher import ImageFetcherResource
 from viscon_dagster.resources.models import (
-    ModelBackend, OpenAIBatchBackend, OpenAIHTTPBackend, TransformersLocalBackend, VLLMOfflineBackend)
-from viscon_dagster.paths import SettingError, models_dir, sample_dir
+    ModelBackend,
+    OpenAIBatchBackend,
+    OpenAIHTTPBackend,
+    TransformersLocalBackend,
+    VLLMOfflineBackend,
+)
 
 TINY_MODELS = {"caption": "tiny-idefics3", "qa": "tiny-lm"}
 BACKENDS = ("transformers", "openai", "openai_batch", "vllm")

@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,13 +155,14 @@ def main() -> None:
         for c in args.concurrency:
             n = args.waves * c
             ideal = c / args.latency
-            for name, fn in (("viscon (no journal)", lambda: run_ours(base_url, c, n, False)),
-                             ("viscon (local journal)", lambda: run_ours(base_url, c, n, True)),
-                             *((("curator", lambda: run_curator(args.curator_python, base_url, c, n)),)
+            for name, fn in (("viscon (no journal)", lambda c=c, n=n: run_ours(base_url, c, n, False)),
+                             ("viscon (local journal)", lambda c=c, n=n: run_ours(base_url, c, n, True)),
+                             *((("curator", lambda c=c, n=n: run_curator(args.curator_python, base_url, c, n)),)
                                if args.curator_python else ()),
-                             *((("bare openai client (baseline)", lambda: run_raw(base_url, c, n, "openai")),
-                                ("bare openai client, our GC settings", lambda: run_raw(base_url, c, n, "openai", True)),
-                                ("bare aiohttp (baseline)", lambda: run_raw(base_url, c, n, "aiohttp")))
+                             *((("bare openai client (baseline)", lambda c=c, n=n: run_raw(base_url, c, n, "openai")),
+                                ("bare openai client, our GC settings",
+                                 lambda c=c, n=n: run_raw(base_url, c, n, "openai", True)),
+                                ("bare aiohttp (baseline)", lambda c=c, n=n: run_raw(base_url, c, n, "aiohttp")))
                                if args.baselines else ())):
                 r = fn()
                 if "error" in r:

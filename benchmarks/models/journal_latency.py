@@ -78,7 +78,8 @@ def main() -> None:
                      on_response=lambda r: arrived.__setitem__(r.fingerprint, time.perf_counter()))
     wall = time.perf_counter() - t0
     delays = [(written[fp] - arrived[fp]) * 1000 for fp in arrived if fp in written]
-    print(json.dumps({"ok": sum(r.ok for r in out), "journaled": len(delays), "writes": writes[0], "wall_s": round(wall, 2),
+    print(json.dumps({"ok": sum(r.ok for r in out), "journaled": len(delays), "writes": writes[0],
+                      "wall_s": round(wall, 2),
                       **{f"delay_ms_p{q}": round(percentile(delays, q), 1) for q in (50, 95, 99)},
                       "delay_ms_max": round(max(delays), 1)}))
     double.stop()

@@ -13,12 +13,12 @@ from transformers import AutoProcessor
 from tests.chain.scripted_openai import ScriptedOpenAI
 from tests.conftest import materialize_partition
 from tests.exports.llava_validator import validate_llava_file
-from viscon_dagster.demo.tiny_models import build_tiny_models
 from viscon_dagster.definitions import RELEASE_JOB, SHARD_JOB, build_definitions
+from viscon_dagster.demo.tiny_models import build_tiny_models
 from viscon_dagster.environment import image_fetcher
 from viscon_dagster.partitions import record_shards
-from viscon_dagster.resources.models import OpenAIHTTPBackend, TransformersLocalBackend
 from viscon_dagster.resources.local_models import model_label
+from viscon_dagster.resources.models import OpenAIHTTPBackend, TransformersLocalBackend
 
 SHORT = {"ops": {"captions": {"config": {"max_tokens": 24, "temperature": 1.0}},
                  "qa_pairs": {"config": {"max_tokens": 512, "temperature": 1.0}}}}

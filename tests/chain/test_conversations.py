@@ -1,10 +1,16 @@
 import pyarrow as pa
 import pytest
 
-from viscon_dagster.checks.conversation_checks import check_conversations, roles_alternate
-from viscon_dagster.core.chain.conversations import (CAPTION_INSTRUCTIONS, CONVERSATIONS_SCHEMA, MCQ_INSTRUCTION, MIXES,
-                                               build_conversations, caption_instruction)
 from tests.chain.conversation_samples import sample, samples
+from viscon_dagster.checks.conversation_checks import check_conversations, roles_alternate
+from viscon_dagster.core.chain.conversations import (
+    CAPTION_INSTRUCTIONS,
+    CONVERSATIONS_SCHEMA,
+    MCQ_INSTRUCTION,
+    MIXES,
+    build_conversations,
+    caption_instruction,
+)
 
 
 def by_mix(result, mix):

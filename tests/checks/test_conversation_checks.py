@@ -2,9 +2,9 @@ import copy
 
 import pytest
 
+from tests.chain.conversation_samples import samples
 from viscon_dagster.checks.conversation_checks import check_conversations, conversation_frame
 from viscon_dagster.core.chain.conversations import build_conversations
-from tests.chain.conversation_samples import samples
 
 
 @pytest.fixture(scope="module")

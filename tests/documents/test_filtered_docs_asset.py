@@ -7,11 +7,11 @@ import pyarrow.parquet as pq
 import s3fs
 from dagster_aws.s3 import S3Resource
 
-from viscon_dagster.demo.sample_corpus import BAD_ROW_KINDS
+from tests.conftest import materialize_partition
 from viscon_dagster.core.shards.registry import register
 from viscon_dagster.core.shards.sources import list_shards
-from tests.conftest import materialize_partition
 from viscon_dagster.definitions import build_definitions
+from viscon_dagster.demo.sample_corpus import BAD_ROW_KINDS
 from viscon_dagster.partitions import record_shards
 
 

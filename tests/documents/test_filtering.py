@@ -7,8 +7,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from viscon_dagster.core.documents.filtering import FilterSettings, filter_shard
-from viscon_dagster.demo.sample_corpus import BAD_ROW_KINDS
 from viscon_dagster.core.shards.sources import iter_record_batches, list_shards
+from viscon_dagster.demo.sample_corpus import BAD_ROW_KINDS
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,8 @@ def test_duplicate_url_keeps_the_same_copy_in_either_order(shard_table, count_to
     forward, _, rej_f = run(shard_table, count_tokens)
     backward, _, rej_b = run(shard_table.take(list(range(shard_table.num_rows))[::-1]), count_tokens)
     assert sorted(forward.column("doc_id").to_pylist()) == sorted(backward.column("doc_id").to_pylist())
-    assert forward.sort_by("doc_id").column("texts").to_pylist() == backward.sort_by("doc_id").column("texts").to_pylist()
+    texts = [t.sort_by("doc_id").column("texts").to_pylist() for t in (forward, backward)]
+    assert texts[0] == texts[1]
     dup_f = [r["row_index"] for r in rej_f if r["reject_reason"] == "duplicate_url"]
     dup_b = [shard_table.num_rows - 1 - r["row_index"] for r in rej_b if r["reject_reason"] == "duplicate_url"]
     assert dup_f == dup_b  # the same source row is the duplicate whichever comes first

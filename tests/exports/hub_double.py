@@ -69,7 +69,7 @@ class HubDouble:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "HubDouble":
+    def __enter__(self) -> HubDouble:
         self.thread.start()
         return self
 

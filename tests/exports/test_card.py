@@ -1,7 +1,7 @@
 import yaml
 
-from viscon_dagster.core.exports.card import leakage_by_kind, render_card
 from viscon_dagster.core.chain.leakage import leakage_summary
+from viscon_dagster.core.exports.card import leakage_by_kind, render_card
 
 
 def test_card_takes_a_flat_leakage_summary_and_condenses_long_lineage():

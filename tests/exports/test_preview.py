@@ -27,12 +27,20 @@ from tests.chain.conversation_samples import samples, write_images
 from viscon_dagster.assets.exports import release_asset
 from viscon_dagster.core.chain.captions import CAPTIONS_SCHEMA
 from viscon_dagster.core.chain.conversations import MIXES, build_conversations
-from viscon_dagster.core.documents.filtering import REJECTS_SCHEMA
-from viscon_dagster.core.images.acquire import RESULT_SCHEMA
-from viscon_dagster.core.files.parquet import write_parquet
-from viscon_dagster.core.exports.preview import (PreviewCounts, PreviewRecord, PreviewSources, choose, records_markdown,
-                                         render_preview, stage_counts, write_preview)
 from viscon_dagster.core.chain.qa import QA_SCHEMA
+from viscon_dagster.core.documents.filtering import REJECTS_SCHEMA
+from viscon_dagster.core.exports.preview import (
+    PreviewCounts,
+    PreviewRecord,
+    PreviewSources,
+    choose,
+    records_markdown,
+    render_preview,
+    stage_counts,
+    write_preview,
+)
+from viscon_dagster.core.files.parquet import write_parquet
+from viscon_dagster.core.images.acquire import RESULT_SCHEMA
 from viscon_dagster.resources.hub import HubResource
 from viscon_dagster.resources.storage import StorageResource
 

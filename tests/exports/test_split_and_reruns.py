@@ -5,8 +5,8 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from tests.exports.conftest import conversation_tables, shard_samples
-from viscon_dagster.core.exports.split import split_for
 from viscon_dagster.core.exports.release import export_conversations
+from viscon_dagster.core.exports.split import split_for
 
 
 def test_split_for_is_seeded_stable_and_close_to_the_fraction():

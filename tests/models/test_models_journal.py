@@ -9,7 +9,6 @@ from upath import UPath
 from viscon_dagster.core.models.journal import Journal
 from viscon_dagster.core.models.request import Response
 
-
 REPO = Path(__file__).resolve().parents[2]
 
 

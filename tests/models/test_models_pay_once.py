@@ -87,7 +87,6 @@ def test_images_from_s3_travel_as_data_urls(s3_root, double):
     import hashlib
 
     from tests.models.conftest import png_bytes
-
     from viscon_dagster.core.models.request import ImageRef
     from viscon_dagster.resources.models import OpenAIHTTPBackend
 

@@ -31,8 +31,8 @@ def test_tiny_models_are_deterministic_hf_checkpoints(tiny_models, tmp_path):
     assert AutoConfig.from_pretrained(tiny_models["vlm"]).model_type == "idefics3"
     assert AutoConfig.from_pretrained(tiny_models["lm"]).model_type == "llama"
     proc = AutoProcessor.from_pretrained(tiny_models["vlm"])
-    prompt = proc.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}],
-                                      add_generation_prompt=True)
+    message = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}
+    prompt = proc.apply_chat_template([message], add_generation_prompt=True)
     assert prompt == "<|im_start|>user\n<image>hi<|im_end|>\n<|im_start|>assistant\n"
 
 

@@ -4,10 +4,10 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from viscon_dagster.automation import obelics_shard_sensor
-from viscon_dagster.resources.shard_source import ShardSourceResource
 from viscon_dagster.cli import main
 from viscon_dagster.core.shards.registry import lookup, refused_shards
 from viscon_dagster.definitions import defs
+from viscon_dagster.resources.shard_source import ShardSourceResource
 from viscon_dagster.resources.storage import StorageResource
 
 

@@ -8,7 +8,13 @@ import pytest
 
 from viscon_dagster.core.shards.registry import ShardKeyConflict, lookup, refused_shards, register, register_source
 from viscon_dagster.core.shards.sources import (
-    ShardReadError, ShardRef, check_shard, iter_record_batches, list_shards, shard_key)
+    ShardReadError,
+    ShardRef,
+    check_shard,
+    iter_record_batches,
+    list_shards,
+    shard_key,
+)
 from viscon_dagster.resources.storage import upath_for
 
 

@@ -18,13 +18,13 @@ from viscon_dagster.checks.conversation_checks import check_conversations, conve
 from viscon_dagster.checks.qa_checks import check_qa, qa_check_spec
 from viscon_dagster.core.chain.captions import CAPTIONS_SCHEMA, caption_jobs, caption_request, caption_rows
 from viscon_dagster.core.chain.conversations import MIXES, build_conversations
+from viscon_dagster.core.chain.image_samples import image_samples
 from viscon_dagster.core.chain.leakage import leakage_summary
-from viscon_dagster.core.models.request import ImageRef, SamplingParams
-from viscon_dagster.core.files.parquet import read_parquet
 from viscon_dagster.core.chain.prompts import CAPTION_PROMPT_VERSION, NONCONTEXTUAL_PROMPT_VERSION, QA_PROMPT_VERSION
 from viscon_dagster.core.chain.qa import QA_SCHEMA, qa_request, qa_rows
 from viscon_dagster.core.chain.question_dedup import mark_duplicates
-from viscon_dagster.core.chain.image_samples import image_samples
+from viscon_dagster.core.files.parquet import read_parquet
+from viscon_dagster.core.models.request import ImageRef, SamplingParams
 from viscon_dagster.resources.embedder import EmbedderResource
 from viscon_dagster.resources.models.base import ModelBackend
 from viscon_dagster.resources.storage import StorageResource

@@ -7,11 +7,10 @@ so a release of thousands of shards streams shard by shard.
 import dagster as dg
 
 from viscon_dagster.assets.metadata import as_metadata
-
-from viscon_dagster.core.exports.release import FORMATS, export_conversations, push_dataset
 from viscon_dagster.core.chain.leakage import leakage_summary
-from viscon_dagster.core.files.parquet import read_parquet
 from viscon_dagster.core.exports.preview import DEFAULT_PER_MIX, PreviewSources, records_markdown, write_preview
+from viscon_dagster.core.exports.release import FORMATS, export_conversations, push_dataset
+from viscon_dagster.core.files.parquet import read_parquet
 from viscon_dagster.resources.hub import HubResource
 from viscon_dagster.resources.storage import StorageResource
 

@@ -6,7 +6,8 @@ Per-row rules over the nested `conversations` list are first turned into helper 
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import dagster as dg
 import pandas as pd

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from viscon_dagster.core.documents.obelics import END_MARKER
-from viscon_dagster.demo.sample_prose import TOPICS, paragraph, page_slots, title
+from viscon_dagster.demo.sample_prose import TOPICS, page_slots, paragraph, title
 
 OBELICS_SCHEMA = pa.schema([
     ("texts", pa.list_(pa.string())), ("images", pa.list_(pa.string())),
@@ -128,10 +128,14 @@ class _SampleWriter:
 
     def bad_rows(self, shard: int, first_good: dict) -> list[dict]:
         d = lambda i, **kw: self.document(shard, 9000 + i, **kw)  # noqa: E731
-        length_mismatch = d(0); length_mismatch["images"] = length_mismatch["images"][:-1]
-        both = d(1); j = both["images"].index(next(u for u in both["images"] if u)); both["texts"][j] = "caption"
-        bad_meta = d(2); bad_meta["metadata"] = '[{"src": "broken'
-        no_url = d(3); no_url["general_metadata"] = json.dumps({"warc_filename": "x.warc.gz"})
+        length_mismatch = d(0)
+        length_mismatch["images"] = length_mismatch["images"][:-1]
+        both = d(1)
+        both["texts"][both["images"].index(next(u for u in both["images"] if u))] = "caption"
+        bad_meta = d(2)
+        bad_meta["metadata"] = '[{"src": "broken'
+        no_url = d(3)
+        no_url["general_metadata"] = json.dumps({"warc_filename": "x.warc.gz"})
         no_image = d(4, n_images=0)
         no_text = d(5)
         no_text["texts"] = [END_MARKER if t is not None else None for t in no_text["texts"]]

@@ -70,8 +70,14 @@ def build_tiny_lm(out_dir: str | Path, seed: int = 0) -> Path:
 def build_tiny_vlm(out_dir: str | Path, seed: int = 0) -> Path:
     """A tiny Idefics3: 2-layer SigLIP-style vision tower, pixel-shuffle connector, 2-layer Llama."""
     import torch
-    from transformers import (GenerationConfig, Idefics3Config, Idefics3ForConditionalGeneration,
-                              Idefics3ImageProcessor, Idefics3Processor, PreTrainedTokenizerFast)
+    from transformers import (
+        GenerationConfig,
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+        PreTrainedTokenizerFast,
+    )
 
     out = Path(out_dir)
     save_pretrained_tokenizer(out, vocab_size=VOCAB_SIZE, extra_special_tokens=IMAGE_TOKENS + ROW_COL_TOKENS)

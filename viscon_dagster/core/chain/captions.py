@@ -16,9 +16,14 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from viscon_dagster.core.chain.page_context import RenderedContext, render_context
-from viscon_dagster.core.models.request import ImageRef, Request, Response, SamplingParams
 from viscon_dagster.core.chain.prompts import (
-    CAPTION_PROMPT_VERSION, CAPTION_SYSTEM, NONCONTEXTUAL_PROMPT_VERSION, NONCONTEXTUAL_TEMPLATE, caption_prompt)
+    CAPTION_PROMPT_VERSION,
+    CAPTION_SYSTEM,
+    NONCONTEXTUAL_PROMPT_VERSION,
+    NONCONTEXTUAL_TEMPLATE,
+    caption_prompt,
+)
+from viscon_dagster.core.models.request import ImageRef, Request, Response, SamplingParams
 
 CAPTIONS_SCHEMA = pa.schema([
     ("shard", pa.string()), ("doc_id", pa.string()), ("doc_url", pa.string()), ("position", pa.int32()),

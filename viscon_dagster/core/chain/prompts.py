@@ -51,7 +51,8 @@ Answer with JSON only, in this shape:
 
 
 def caption_prompt(ctx: RenderedContext) -> str:
-    alt = f'The attached image\'s alt text is: "{ctx.alt_text}".' if ctx.alt_text else "The attached image has no alt text."
+    alt = (f'The attached image\'s alt text is: "{ctx.alt_text}".' if ctx.alt_text
+           else "The attached image has no alt text.")
     return CAPTION_TEMPLATE.format(target=ctx.target_placeholder, alt_line=alt, page=ctx.text)
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import pyarrow as pa
 
 from viscon_dagster.core.chain.leakage import leakage_score
-from viscon_dagster.core.models.request import Request, Response, SamplingParams
 from viscon_dagster.core.chain.prompts import QA_PROMPT_VERSION, QA_SYSTEM, qa_json_schema, qa_prompt
+from viscon_dagster.core.models.request import Request, Response, SamplingParams
 
 MCQ_LETTERS = ("A", "B", "C", "D")  # the options of a multiple-choice question, in order
 QA_REASONS = ("malformed_item", "empty_question", "empty_answer", "not_four_options", "empty_option",

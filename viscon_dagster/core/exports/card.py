@@ -4,7 +4,8 @@ config per mix with its split files), then counts, models, prompt versions, leak
 from __future__ import annotations
 
 import statistics
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import yaml
 

@@ -16,9 +16,9 @@ from typing import Any, TextIO
 
 from upath import UPath
 
-from viscon_dagster.core.files.atomic import AtomicFile
 from viscon_dagster.core.chain.conversations import LINEAGE_COLUMNS
 from viscon_dagster.core.exports.storage_io import write_files
+from viscon_dagster.core.files.atomic import AtomicFile
 
 RECORD_KEYS = ("id", "image", "conversations", "mix", "content", *LINEAGE_COLUMNS)
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from functools import lru_cache
-from typing import Any, Callable
+from collections.abc import Callable
+from functools import cache
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,7 +29,7 @@ DEFAULT_MAX_SHARD_BYTES = 256 << 20
 ROLES = {"human": "user", "gpt": "assistant"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def idefics_schema() -> pa.Schema:
     from datasets import Features, Image, List, Value  # lazy: the import takes a second
 
@@ -41,7 +42,7 @@ def idefics_schema() -> pa.Schema:
     }).arrow_schema
 
 
-@lru_cache(maxsize=None)
+@cache
 def hf_schema() -> pa.Schema:
     from datasets import Features, Image, List, Value
 

@@ -31,8 +31,8 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 from upath import UPath
 
-from viscon_dagster.core.files.parquet import partition_file
 from viscon_dagster.core.exports.storage_io import read_images
+from viscon_dagster.core.files.parquet import partition_file
 
 DEFAULT_PER_MIX = 8
 THUMBNAIL_EDGE = 256

@@ -17,19 +17,20 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
 from upath import UPath
 
-from viscon_dagster.core.files.atomic import write_text_atomic
 from viscon_dagster.core.exports.card import render_card
-from viscon_dagster.core.exports.storage_io import copy_tree, file_sizes, read_images, remove_tree
 from viscon_dagster.core.exports.llava import LlavaWriter
 from viscon_dagster.core.exports.parquet import DEFAULT_MAX_SHARD_BYTES, hf_export, idefics_export
 from viscon_dagster.core.exports.split import DEFAULT_TEST_FRACTION, split_for
+from viscon_dagster.core.exports.storage_io import copy_tree, file_sizes, read_images, remove_tree
+from viscon_dagster.core.files.atomic import write_text_atomic
 
 FORMATS = ("llava", "idefics", "hf")
 CARD_LINEAGE = ("caption_model", "qa_model", "caption_prompt_version", "qa_prompt_version", "shard")

@@ -6,8 +6,8 @@ whole (`atomic_io`), so a reader never sees a torn one."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable
 
 from upath import UPath
 

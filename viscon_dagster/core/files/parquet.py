@@ -81,7 +81,7 @@ class ParquetStreamWriter:
                 pass
             self._writer.is_open = False  # or pyarrow retries the close when collected
 
-    def __enter__(self) -> "ParquetStreamWriter":
+    def __enter__(self) -> ParquetStreamWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

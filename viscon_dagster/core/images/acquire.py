@@ -50,7 +50,6 @@ from .normalise import Normalised, NormaliseParams, normalise
 from .safety import Refused
 from .settings import ImageSettings
 
-
 log = logging.getLogger(__name__)
 
 
@@ -211,7 +210,8 @@ class _Run:
                     row.update(path=rel, bytes_out=len(n.jpeg))
         self.outcomes[url] = row
         self.pending.append(row)
-        if len(self.pending) >= self.s.journal_flush_rows or time.monotonic() - self.last_flush >= self.s.journal_flush_s:
+        due = time.monotonic() - self.last_flush >= self.s.journal_flush_s
+        if len(self.pending) >= self.s.journal_flush_rows or due:
             await self.flush()
 
     async def flush(self) -> None:

@@ -45,9 +45,9 @@ class Normalised:
     jpeg: bytes | None = None
 
 
-_ROTATED = {5, 6, 7, 8}
+_ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 RESAMPLING = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC,
-              "bilinear": Image.Resampling.BILINEAR, "box": Image.Resampling.BOX}  # EXIF orientations that swap width and height
+              "bilinear": Image.Resampling.BILINEAR, "box": Image.Resampling.BOX}
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

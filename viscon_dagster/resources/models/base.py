@@ -94,9 +94,9 @@ class ModelBackend(dg.ConfigurableResource):
         description="share of a partition's requests that may fail for systemic reasons (server down, timeouts, "
                     "5xx or 429 after retries) and still pass as `error` rows; more fails the partition. A wrong "
                     "key, an unknown model or an exhausted quota always fail it, at the first occurrence")
-    lease_ttl_s: float = Field(600.0, description="a partition's lease (core/files/lease.py) lapses this long after its "
-                                                  "last renewal (every third of it while working), so a dead run "
-                                                  "does not hold the partition longer")
+    lease_ttl_s: float = Field(600.0, description="a partition's lease (core/files/lease.py) lapses this long after "
+                                                  "its last renewal (every third of it while working), so a "
+                                                  "dead run does not hold the partition longer")
     lease_wait_s: float = Field(60.0, description="how long a second run of a partition waits for its lease "
                                                   "before failing with the run that holds it")
 

@@ -25,8 +25,12 @@ from pydantic import Field, PrivateAttr
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_when_event_set
 
 from viscon_dagster.core.models.failures import status_kind
-from viscon_dagster.core.models.parsing import (detect_refusal, parse_structured, repair_messages,
-                                                with_schema_instruction)
+from viscon_dagster.core.models.parsing import (
+    detect_refusal,
+    parse_structured,
+    repair_messages,
+    with_schema_instruction,
+)
 from viscon_dagster.core.models.request import Message, Request, Response, Usage
 from viscon_dagster.resources.models.base import ModelBackend
 

@@ -65,8 +65,13 @@ class TransformersLocalBackend(ModelBackend):
 
     def _load_now(self) -> _Loaded:
         import torch
-        from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor,
-                                  AutoTokenizer)
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForImageTextToText,
+            AutoProcessor,
+            AutoTokenizer,
+        )
 
         device = self.device
         if device == "auto":
