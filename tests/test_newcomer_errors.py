@@ -12,7 +12,11 @@ from viscon_dagster.resources.local_models import is_local_path, require_local_m
 def step_failure_message(result) -> str:
     failures = result.get_step_failure_events()
     assert failures, "the run was expected to fail"
-    return failures[0].step_failure_data.error.message
+    error, messages = failures[0].step_failure_data.error, []
+    while error is not None:  # the user's cause sits below Dagster's "Error occurred while executing op"
+        messages.append(error.message)
+        error = error.cause
+    return "\n".join(messages)
 
 
 def test_fresh_home_without_tiny_models_names_the_command(tmp_path, sample_dir):
@@ -39,3 +43,33 @@ def test_existing_folder_passes_and_a_hub_id_is_left_to_the_hub(tmp_path):
     require_local_model("HuggingFaceTB/SmolVLM-256M-Instruct", "the model", "VISCON_CAPTION_MODEL")
     with pytest.raises(dg.Failure, match="VISCON_CAPTION_MODEL"):
         require_local_model(str(tmp_path / "missing"), "the model", "VISCON_CAPTION_MODEL")
+
+
+def test_an_unregistered_shard_says_how_to_register(tmp_path, tokenizer_dir):
+    defs = build_definitions(storage_root=(tmp_path / "store").as_uri(), tokenizer=str(tokenizer_dir))
+    with dg.instance_for_test() as instance:
+        result = materialize_partition(defs, ["filtered_docs"], "never-registered", instance, raise_on_error=False)
+    message = step_failure_message(result)
+    assert "shard 'never-registered' is not registered" in message
+    assert "`viscon shards register SOURCE`" in message and "`viscon demo`" in message
+
+
+def test_vllm_backend_without_the_extra_says_how_to_install(monkeypatch, tmp_path):
+    import builtins
+
+    from viscon_dagster.core.models.failures import ModelServiceError
+    from viscon_dagster.core.models.request import Request
+    from viscon_dagster.resources.models import VLLMOfflineBackend
+
+    real_import = builtins.__import__
+
+    def no_vllm(name, *args, **kwargs):  # vLLM may be installed here: make it absent for this test
+        if name == "vllm" or name.startswith("vllm."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_vllm)
+    with pytest.raises(ModelServiceError, match=r"\[gpu\] extra") as failed:
+        VLLMOfflineBackend(model="HuggingFaceTB/SmolVLM-256M-Instruct").generate(
+            [Request.user("hi")], journal_dir=tmp_path / "journal")
+    assert "setup_vllm_cpu.sh" in str(failed.value)

@@ -70,3 +70,5 @@ def test_a_missing_or_broken_checkpoint_fails_the_call_instead_of_writing_rows(t
         with pytest.raises(ModelServiceError, match=r"TransformersLocalBackend \(model .*\) failed: ") as failed:
             TransformersLocalBackend(model=str(path)).generate([Request.user("hi")], journal_dir=storage_root / "j")
         assert "0 of 1 answers are journaled" in str(failed.value)
+        if path.name == "missing":  # says what is missing and the command that makes it
+            assert "does not exist" in str(failed.value) and "`viscon models tiny`" in str(failed.value)

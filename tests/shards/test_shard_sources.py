@@ -113,7 +113,7 @@ def test_registration_refuses_bad_shards_with_their_reason_and_takes_them_once_f
     assert refused_shards(root) == sorted(registration.refused, key=lambda r: r.key)
     record = json.loads((tmp_path / "store" / "_registry" / "bad_shards" / "truncated.json").read_text())
     assert record["url"] == bad["truncated"].as_uri() and "ArrowInvalid" in record["reason"]
-    with pytest.raises(KeyError):
+    with pytest.raises(LookupError):
         lookup(root, "truncated")
 
     shutil.copy(good, bad["truncated"])  # fixed in place: checked again, registered, no longer refused
@@ -131,5 +131,5 @@ def test_registry_round_trip_and_conflict(tmp_path):
     assert lookup(root, "a") == "file:///x/a.parquet"
     with pytest.raises(ShardKeyConflict):
         register(root, [ShardRef("a", "file:///y/a.parquet")], "other")
-    with pytest.raises(KeyError, match="viscon shards register"):
+    with pytest.raises(LookupError, match="viscon shards register"):
         lookup(root, "missing")

@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 SMALL_FILE_BYTES = 1 << 20
+MODEL_SETTING = "VISCON_CAPTION_MODEL / VISCON_QA_MODEL"  # where the environment names a model
 
 
 def is_local_path(name_or_path: str) -> bool:

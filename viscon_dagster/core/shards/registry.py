@@ -26,6 +26,10 @@ REGISTRY_DIR = "_registry/shards"
 REFUSED_DIR = "_registry/bad_shards"
 
 
+class ShardNotRegistered(LookupError):
+    """A partition key with no registry entry (a LookupError, so its message prints without quotes)."""
+
+
 class ShardKeyConflict(ValueError):
     pass
 
@@ -105,5 +109,7 @@ def refused_shards(root: UPath) -> list[RefusedShard]:
 def lookup(root: UPath, key: str) -> str:
     path = _entry(root, key)
     if not path.exists():
-        raise KeyError(f"shard {key!r} is not registered under {root}; run `viscon shards register SOURCE`")
+        raise ShardNotRegistered(f"shard {key!r} is not registered under {root}: register its source with "
+                                 f"`viscon shards register SOURCE` (a folder, s3:// prefix or hf:// path of parquet "
+                                 f"shards), or `viscon demo` for the bundled sample")
     return json.loads(path.read_text())["url"]

@@ -16,6 +16,7 @@ from pydantic import Field, PrivateAttr
 
 from viscon_dagster.core.models.parsing import detect_refusal, parse_structured
 from viscon_dagster.core.models.request import Request, Response, Usage
+from viscon_dagster.resources.local_models import MODEL_SETTING, require_local_model
 from viscon_dagster.resources.models.base import ModelBackend
 
 
@@ -64,6 +65,7 @@ class TransformersLocalBackend(ModelBackend):
             return self._loaded
 
     def _load_now(self) -> _Loaded:
+        require_local_model(self.model, "the checkpoint folder", MODEL_SETTING)
         import torch
         from transformers import (
             AutoConfig,

@@ -15,6 +15,7 @@ from pydantic import Field, PrivateAttr
 
 from viscon_dagster.core.models.parsing import detect_refusal, parse_structured
 from viscon_dagster.core.models.request import Request, Response, Usage
+from viscon_dagster.resources.local_models import MODEL_SETTING, require_local_model
 from viscon_dagster.resources.models.base import ModelBackend
 
 MISSING = ("vLLM is not installed in this environment: install the project's [gpu] extra "
@@ -49,6 +50,7 @@ class VLLMOfflineBackend(ModelBackend):
         with self._lock:
             if self._llm is None:
                 vllm = import_vllm()
+                require_local_model(self.model, "the checkpoint folder", MODEL_SETTING)
                 kw = dict(model=self.model, tensor_parallel_size=self.tensor_parallel_size,
                           gpu_memory_utilization=self.gpu_memory_utilization, dtype=self.dtype,
                           limit_mm_per_prompt={"image": self.max_images_per_prompt})
