@@ -64,9 +64,9 @@ def test_every_write_to_the_lease_object_is_conditional(journal_dir):
     assert store.replace(b'{"n": 5}', v2) is None  # nothing to replace
 
 
-def test_one_holder_among_threads_the_others_are_told_who(journal_dir):
-    barrier, results = threading.Barrier(6), {}
-    leases = {f"r{i}": lease(journal_dir, f"r{i}") for i in range(6)}
+def _race(leases: dict) -> dict[str, str]:
+    """Every lease tries to acquire at the same moment: owner -> "held" or the refusal's message."""
+    barrier, results = threading.Barrier(len(leases)), {}
 
     def race(owner):
         barrier.wait()
@@ -81,6 +81,12 @@ def test_one_holder_among_threads_the_others_are_told_who(journal_dir):
         t.start()
     for t in threads:
         t.join()
+    return results
+
+
+def test_one_holder_among_threads_the_others_are_told_who(journal_dir):
+    leases = {f"r{i}": lease(journal_dir, f"r{i}") for i in range(6)}
+    results = _race(leases)
     winners = [o for o, r in results.items() if r == "held"]
     assert len(winners) == 1
     winner = winners[0]
@@ -156,22 +162,8 @@ def _plant(journal_dir, owner: str, expires_in: float, machine: str = "another-h
 
 def test_an_expired_lease_is_taken_over_by_exactly_one_of_many(journal_dir):
     _plant(journal_dir, "run dead", expires_in=-1)
-    barrier, results = threading.Barrier(5), {}
     leases = {f"t{i}": lease(journal_dir, f"t{i}") for i in range(5)}
-
-    def race(owner):
-        barrier.wait()
-        try:
-            leases[owner].acquire()
-            results[owner] = "held"
-        except LeaseHeld as e:
-            results[owner] = str(e)
-
-    threads = [threading.Thread(target=race, args=(o,)) for o in leases]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = _race(leases)
     winners = [o for o, r in results.items() if r == "held"]
     assert len(winners) == 1 and stored(journal_dir).owner == f"run {winners[0]}"
     leases[winners[0]].release()
