@@ -23,18 +23,9 @@ from dagster_aws.s3 import S3Resource
 
 from viscon_dagster.paths import SettingError, models_dir, sample_dir
 from viscon_dagster.resources.image_fetcher import ImageFetcherResource
-from viscon_dagster.resources.models import (
-    ModelBackend,
-    OpenAIBatchBackend,
-    OpenAIHTTPBackend,
-    TransformersLocalBackend,
-    VLLMOfflineBackend,
-)
+from viscon_dagster.resources.models import BACKENDS, ModelBackend, TransformersLocalBackend
 
 TINY_MODELS = {"caption": "tiny-idefics3", "qa": "tiny-lm"}
-BACKENDS = ("transformers", "openai", "openai_batch", "vllm")
-
-
 def env_secret(name: str):
     """An EnvVar reference when the variable is set (its value never enters config or logs)."""
     return dg.EnvVar(name) if os.environ.get(name) else None
@@ -88,8 +79,7 @@ def model_backend(role: str) -> ModelBackend:
     if kind not in BACKENDS:
         raise SettingError(f"{prefix}BACKEND={kind!r}: use one of {', '.join(BACKENDS)}")
     model = os.environ.get(prefix + "MODEL")
-    cls = {"transformers": TransformersLocalBackend, "vllm": VLLMOfflineBackend, "openai": OpenAIHTTPBackend,
-           "openai_batch": OpenAIBatchBackend}[kind]
+    cls = BACKENDS[kind]
     options = backend_options(role, cls)
     if kind == "transformers" and not model:
         # the tiny random models never stop a JSON string on their own: cap strings so answers close

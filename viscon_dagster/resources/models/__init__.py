@@ -12,10 +12,10 @@ from viscon_dagster.resources.models.vllm_offline import VLLMOfflineBackend
 
 # configuration names -> classes, for definitions that pick a backend from settings
 BACKENDS: dict[str, type[ModelBackend]] = {
+    "transformers": TransformersLocalBackend,  # the default
     "openai": OpenAIHTTPBackend,
     "openai_batch": OpenAIBatchBackend,
     "vllm": VLLMOfflineBackend,
-    "transformers": TransformersLocalBackend,
 }
 
 __all__ = ["BACKENDS", "ModelBackend", "OpenAIBatchBackend", "OpenAIHTTPBackend", "TransformersLocalBackend",
