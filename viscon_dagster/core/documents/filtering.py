@@ -37,7 +37,7 @@ FILTERED_DOCS_SCHEMA = pa.schema([
 ])
 
 
-@dataclass
+@dataclass(frozen=True)
 class FilterSettings:
     max_text_tokens: int = 2000
     min_images: int = 1
