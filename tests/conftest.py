@@ -3,7 +3,9 @@ real S3 protocol server (moto's ThreadedMotoServer) on 127.0.0.1."""
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,16 @@ def materialize_partition(defs, names: list[str], partition_key: str, instance, 
         instance.add_dynamic_partitions("obelics_shards", [partition_key])
     return dg.materialize(list(defs.assets), selection=names, resources=defs.resources, partition_key=partition_key,
                           instance=instance, run_config=run_config or {}, raise_on_error=raise_on_error)
+
+
+def headless_chromium(url: str, profile, *flags: str, budget_ms: int = 5000) -> subprocess.CompletedProcess:
+    """Debian's chromium, headless, printing the DOM of `url` after `budget_ms` of virtual time; skips the test
+    without chromium (.ci/run installs it)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    return subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", *flags, f"--virtual-time-budget={budget_ms}", "--dump-dom", url],
+        check=False, capture_output=True, text=True, timeout=120)

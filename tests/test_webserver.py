@@ -2,7 +2,6 @@
 rendered in headless Chromium."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import free_port
+from tests.conftest import free_port, headless_chromium
 from tests.test_definitions import PER_SHARD
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,14 +60,7 @@ def test_graphql_lists_our_asset_nodes(webserver):
 
 
 def test_asset_catalog_renders_in_headless_chromium(webserver, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:
-        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
-    out = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000", "--dump-dom",
-         f"{webserver}/assets"], capture_output=True, text=True, timeout=120)
+    out = headless_chromium(f"{webserver}/assets", tmp_path / "profile", budget_ms=20000)
     dom = out.stdout
     assert "<html" in dom
     missing = [k for k in ALL_ASSETS if k not in dom]

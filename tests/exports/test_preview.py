@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import http.server
 import io
-import shutil
-import subprocess
 import threading
 from collections import Counter
 from html.parser import HTMLParser
@@ -24,6 +22,7 @@ from PIL import Image
 from upath import UPath
 
 from tests.chain.conversation_samples import samples, write_images
+from tests.conftest import headless_chromium
 from viscon_dagster.assets.exports import release_asset
 from viscon_dagster.core.chain.captions import CAPTIONS_SCHEMA
 from viscon_dagster.core.chain.conversations import MIXES, build_conversations
@@ -316,16 +315,9 @@ class RecordingProxy(http.server.ThreadingHTTPServer):
 
 
 def chromium_dom(page: Path, profile: Path, proxy: RecordingProxy) -> str:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:
-        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
-    out = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", f"--proxy-server=http://127.0.0.1:{proxy.server_address[1]}",
-         "--proxy-bypass-list=<-loopback>", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-         "--virtual-time-budget=5000", "--dump-dom", page.as_uri()], check=False, capture_output=True, text=True,
-        timeout=120)
+    out = headless_chromium(page.as_uri(), profile, f"--proxy-server=http://127.0.0.1:{proxy.server_address[1]}",
+                            "--proxy-bypass-list=<-loopback>",
+                            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import random
 import socket
 import threading
@@ -305,3 +306,16 @@ def moto_s3():
     yield endpoint, {"client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
                      "key": "testing", "secret": "testing"}
     motoserver.stop()
+
+
+@pytest.fixture
+def bucket(moto_s3):
+    """A fresh bucket on the loopback S3 server: (name, boto3 client, endpoint, storage options)."""
+    import boto3
+
+    endpoint, options = moto_s3
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    name = f"b{os.urandom(4).hex()}"
+    s3.create_bucket(Bucket=name)
+    return name, s3, endpoint, options

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import boto3
 import pytest
 from upath import UPath
 
@@ -159,18 +158,8 @@ def test_storage_failure_fails_the_shard_clearly(server, settings, tmp_path):
         fetch_images(reqs([server.url("/img/p20.jpg")]), UPath(blocker), settings)
 
 
-@pytest.fixture
-def bucket(moto_s3):
-    endpoint, options = moto_s3
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
-    name = f"b{os.urandom(4).hex()}"
-    s3.create_bucket(Bucket=name)
-    return name, s3, options
-
-
 def test_s3_store_and_s3_sources(server, settings, bucket):
-    name, s3, options = bucket
+    name, s3, _, options = bucket
     s3.put_object(Bucket=name, Key="src/a.jpg", Body=server.images["p21.jpg"][0])
     store = UPath(f"s3://{name}/store", **options)
     s = dataclasses.replace(settings, s3_storage_options=options)

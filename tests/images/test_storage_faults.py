@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 from urllib.parse import urlsplit
 
-import boto3
 import dagster as dg
 import pytest
 from PIL import Image
@@ -34,16 +32,6 @@ def one_run_one_flush(settings):
     return dataclasses.replace(settings, journal_flush_rows=10_000, journal_flush_s=3600, concurrency=2)
 
 
-@pytest.fixture
-def bucket(moto_s3):
-    endpoint, _ = moto_s3
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
-    name = f"b{os.urandom(4).hex()}"
-    s3.create_bucket(Bucket=name)
-    return name, s3, endpoint
-
-
 def store_at(endpoint: str, bucket: str) -> UPath:
     return UPath(f"s3://{bucket}/store", key="testing", secret="testing",
                  config_kwargs={"retries": {"max_attempts": 1}},  # fail fast once the store is gone
@@ -51,7 +39,7 @@ def store_at(endpoint: str, bucket: str) -> UPath:
 
 
 def test_s3_going_away_mid_shard_reports_the_first_failure(server, settings, bucket):
-    name, s3, endpoint = bucket
+    name, s3, endpoint, _ = bucket
     proxy = StoppingProxy(urlsplit(endpoint).port, rb"PUT /" + name.encode() + rb"/store/images/", stop_after=2)
     urls = [server.url(f"/img/p2{i}.jpg") for i in range(6)]
     s = one_run_one_flush(settings)
