@@ -184,8 +184,9 @@ def cmd_demo(args) -> int:
 
 def cmd_ui(args) -> int:
     _instance()
-    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
-    return subprocess.call(["dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)])
+    project = Path(__file__).resolve().parent.parent  # [tool.dg] in its pyproject.toml names the code location
+    dg = Path(sys.executable).with_name("dg")
+    return subprocess.call([str(dg), "dev", "--host", args.host, "--port", str(args.port)], cwd=project)
 
 
 def main(argv: list[str] | None = None) -> int:
