@@ -111,6 +111,11 @@ def test_the_instance_config_is_written_once_with_run_monitoring(tmp_path, capsy
         assert instance.run_monitoring_max_resume_run_attempts == 0
         assert instance.run_monitoring_max_runtime_seconds == 2 * 24 * 3600
         assert not instance.run_retries_enabled
+        concurrency = instance.get_concurrency_config()
+        assert concurrency.pool_config.default_pool_limit == 1  # the gpu pool: one GPU by default
+        assert concurrency.run_queue_config.max_concurrent_runs == 4
+        assert concurrency.run_queue_config.tag_concurrency_limits == [
+            {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
 
 
 def test_a_users_instance_config_is_never_overwritten(tmp_path):

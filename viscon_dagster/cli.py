@@ -28,10 +28,22 @@ from viscon_dagster.core.shards.sources import OBELICS_HUB_SOURCE
 DAY_S = 24 * 3600
 
 
-def default_instance_yaml(poll_interval_seconds: int = 30, max_runtime_seconds: int = 2 * DAY_S) -> str:
+def default_instance_yaml(poll_interval_seconds: int = 30, max_runtime_seconds: int = 2 * DAY_S,
+                          max_concurrent_runs: int = 4, gpus: int = 1) -> str:
     return f"""\
 # Written by `viscon` because this DAGSTER_HOME had no dagster.yaml; yours is never overwritten.
 # Storage: SQLite in this folder (Dagster's default); Postgres: docs/operations.md.
+# Telemetry is Dagster's default; opt out with `telemetry: {{enabled: false}}`.
+concurrency:
+  runs:  # the run queue (launched runs: UI, backfills, dg launch through the daemon)
+    max_concurrent_runs: {max_concurrent_runs}
+    tag_concurrency_limits:
+      - key: dagster/partition  # one run per shard partition at a time (the storage lease holds across instances)
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
+  pools:
+    default_limit: {gpus}  # the `gpu` pool of the caption and Q&A steps: set it to the number of GPUs
 run_monitoring:  # carried out by dagster-daemon, which `viscon ui` and `dagster dev` start
   enabled: true
   poll_interval_seconds: {poll_interval_seconds}
