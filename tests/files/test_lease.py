@@ -139,11 +139,11 @@ def test_a_second_run_waits_for_the_lease_and_gets_it_once_released(journal_dir)
     waiter.start()
     time.sleep(0.5)
     assert waiter.is_alive() and stored(journal_dir).owner == "run first"  # still waiting: first holds it
+    releasing_at = time.time()  # before release(): the waiter may take the lease before release() returns
     first.release()
-    released_at = time.time()
     waiter.join(60)
     assert second.held and stored(journal_dir).owner == "run second"
-    assert second.record.acquired_at >= released_at
+    assert second.record.acquired_at >= releasing_at
     second.release()
 
 
