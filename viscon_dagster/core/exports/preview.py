@@ -32,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from upath import UPath
 
 from viscon_dagster.core.exports.storage_io import read_images
+from viscon_dagster.core.files.atomic import is_local, local_path, write_text_atomic
 from viscon_dagster.core.files.parquet import partition_file
 
 DEFAULT_PER_MIX = 8
@@ -111,15 +112,11 @@ class PreviewSummary:
     @property
     def location(self) -> str:
         """The file's local path, or its URL on an object store."""
-        return self.path.path if _is_local(self.path) else str(self.path)
+        return local_path(self.path) if is_local(self.path) else str(self.path)
 
     def metadata(self) -> dict[str, Any]:
         return {"preview_records": len(self.records),
                 "preview_thumbnails_missing": sum(r.thumbnail is None for r in self.records)}
-
-
-def _is_local(path: UPath) -> bool:
-    return path.protocol in ("", "file", "local")
 
 
 def stage_counts(sources: PreviewSources, shards: Iterable[str]) -> PreviewCounts:
@@ -376,7 +373,5 @@ def write_preview(sources: PreviewSources, shards: list[str], out: UPath, *, tit
     records = load_records(sources, chosen)
     add_thumbnails(records, sources.root)
     path = out / PREVIEW_FILE
-    if _is_local(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_preview(records, counts, title, released), encoding="utf-8")
+    write_text_atomic(path, render_preview(records, counts, title, released))
     return PreviewSummary(path=path, records=records, counts=counts)
