@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dagster as dg
 
+from viscon_dagster.core.captioner.recipes import RECIPES
 from viscon_dagster.core.shards.registry import Registration, register_source
 from viscon_dagster.resources.storage import StorageResource
 
 obelics_shards = dg.DynamicPartitionsDefinition(name="obelics_shards")
+# One partition per named training recipe (recipes live in code: core/captioner/recipes.py).
+captioner_recipes = dg.StaticPartitionsDefinition(list(RECIPES))
 
 
 def register_shards(storage: StorageResource, source: str) -> Registration:

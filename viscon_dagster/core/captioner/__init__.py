@@ -1,0 +1,1 @@
+"""The contextual captioner: training pairs, recipes, training, evaluation and the published checkpoint."""
