@@ -25,6 +25,7 @@ from viscon_dagster.core.chain.qa import QA_SCHEMA, qa_request, qa_rows
 from viscon_dagster.core.chain.question_dedup import mark_duplicates
 from viscon_dagster.core.files.parquet import read_parquet
 from viscon_dagster.core.models.request import ImageRef, SamplingParams
+from viscon_dagster.gpu import GPU_ASSET_KWARGS
 from viscon_dagster.resources.embedder import EmbedderResource
 from viscon_dagster.resources.models.base import ModelBackend
 from viscon_dagster.resources.storage import StorageResource
@@ -70,11 +71,9 @@ class ChainSpec:
         return dg.AssetKey([*self.key_prefix, name])
 
 
-# GPU work is declared: the `gpu` pool bounds concurrent GPU steps; with the k8s executor each step's pod
-# asks for one GPU; `viscon/accelerator` lets ECS/other launchers route these runs to GPU capacity.
-GPU = {"pool": "gpu", "tags": {"viscon/accelerator": "gpu"},
-       "op_tags": {"dagster-k8s/config": {"container_config": {"resources": {
-           "requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}}}}}}
+# GPU work is declared (names in viscon_dagster/gpu.py): the `gpu` pool bounds concurrent GPU steps; with the
+# k8s executor each step's pod asks for one GPU; `viscon/accelerator` lets launchers route runs to GPU capacity.
+GPU = GPU_ASSET_KWARGS
 
 
 def _remaining(context: dg.AssetExecutionContext) -> int:
