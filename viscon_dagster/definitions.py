@@ -9,9 +9,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from viscon_dagster.assets.chain import ChainSpec, build_chain
-from viscon_dagster.assets.docs import filtered_docs
-from viscon_dagster.assets.images import images
+from viscon_dagster.assets.chain import Chain, ChainSpec, build_chain
 from viscon_dagster.automation import obelics_shard_sensor
 from viscon_dagster.environment import env_secret, image_fetcher, model_backend, s3_resource
 from viscon_dagster.partitions import obelics_shards
@@ -28,24 +26,20 @@ SHARD_JOB = "shard_chain"
 RELEASE_JOB = "release"
 
 
+def chains() -> list[Chain]:
+    """Every chain this code location serves (a second one is one more `build_chain(ChainSpec(...))`)."""
+    return [build_chain(ChainSpec(partitions_def=obelics_shards))]
+
+
 def build_definitions(storage_root: str | None = None, s3: S3Resource | None = None,
                       tokenizer: str | None = None, fetcher: ImageFetcherResource | None = None,
                       caption_model: ModelBackend | None = None, qa_model: ModelBackend | None = None,
                       ) -> dg.Definitions:
     storage = StorageResource(root=storage_root, s3=s3 or s3_resource())
-    teacher_chain = build_chain(ChainSpec(partitions_def=obelics_shards))
-    assets = [filtered_docs, images, *teacher_chain]
-    # the non-contextual control is materialized on request only; releases read every shard
-    per_shard = [a for a in assets if a.partitions_def is not None and a.key != dg.AssetKey("noncontextual_captions")]
-    releases = [a for a in assets if a.partitions_def is None]
-    shard_chain = dg.define_asset_job(SHARD_JOB, selection=dg.AssetSelection.assets(*per_shard),
-                                      partitions_def=obelics_shards,
-                                      description="Every per-shard asset, for one shard partition.")
-    release = dg.define_asset_job(RELEASE_JOB, selection=dg.AssetSelection.assets(*releases),
-                                  description="Export every materialized shard's conversations.")
+    built = chains()
     return dg.Definitions(
-        assets=assets,
-        jobs=[shard_chain, release],
+        assets=[a for c in built for a in c.assets],
+        jobs=[j for c in built for j in c.jobs],
         sensors=[obelics_shard_sensor],
         resources={
             "storage": storage,

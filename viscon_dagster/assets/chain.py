@@ -1,18 +1,25 @@
-"""The VisCon chain, built once: captions → Q&A → dedup → conversations (stages 4–8).
+"""The VisCon chain, built per `ChainSpec`: filtered docs → images → captions → Q&A → dedup → conversations
+(stages 2–8) and the release (stage 9), with the chain's jobs and selections.
 
-`build_chain(ChainSpec(...))` returns the partitioned assets for one caption model. The teacher
-chain (VisCon-100K) is its first instance; the trained captioner's chain (VisCon-1M) is another,
-with its own key prefix and partitions. Each asset reads its inputs, calls `core/`, writes a
-table and reports metadata and a great-expectations check — nothing else lives here.
+`build_chain(ChainSpec(...))` returns a `Chain`. The teacher chain (VisCon-100K) is its first instance (keys
+unprefixed, kept as they always were); the trained captioner's chain (VisCon-1M) is another, with its own key
+prefix, group, release and partitions. Jobs and selections go by the chain's group, never by bare keys, so two
+chains never collide. Each asset reads its inputs, calls `core/`, writes a table per shard and reports metadata
+and a great-expectations check per shard (`assets/per_shard.py`) — nothing else lives here.
 """
 
-from dataclasses import dataclass
+import os
+import warnings
+from dataclasses import dataclass, field
 
 import dagster as dg
 import pyarrow as pa
 
+from viscon_dagster.assets.docs import filtered_docs_asset
 from viscon_dagster.assets.exports import release_asset
+from viscon_dagster.assets.images import images_asset
 from viscon_dagster.assets.metadata import as_metadata, status_counts, table_metadata
+from viscon_dagster.assets.per_shard import ShardOutput, materialize_shards, read_input
 from viscon_dagster.checks.caption_checks import captions_check_spec, check_captions
 from viscon_dagster.checks.conversation_checks import check_conversations, conversations_check_spec
 from viscon_dagster.checks.qa_checks import check_qa, qa_check_spec
@@ -25,11 +32,27 @@ from viscon_dagster.core.chain.qa import QA_SCHEMA, qa_request, qa_rows
 from viscon_dagster.core.chain.question_dedup import mark_duplicates
 from viscon_dagster.core.files.parquet import read_parquet
 from viscon_dagster.core.models.request import ImageRef, SamplingParams
-from viscon_dagster.gpu import GPU_ASSET_KWARGS
+from viscon_dagster.gpu import GPU_ASSET_KWARGS, gpu_run_tags
+from viscon_dagster.paths import SettingError
 from viscon_dagster.resources.embedder import EmbedderResource
 from viscon_dagster.resources.models.base import ModelBackend
 from viscon_dagster.resources.storage import StorageResource
 from viscon_dagster.resources.tokenizer import TokenizerResource
+
+warnings.filterwarnings("ignore", message=".*`backfill_policy`.*beta", category=dg.BetaWarning)
+
+PARTITIONS_PER_RUN_ENV = "VISCON_PARTITIONS_PER_RUN"
+DEFAULT_PARTITIONS_PER_RUN = 50  # 3,000 shards: 60 runs per stage
+
+
+def partitions_per_run() -> int:
+    """Shards one backfill run carries (`BackfillPolicy.multi_run(k)`), from VISCON_PARTITIONS_PER_RUN."""
+    value = os.environ.get(PARTITIONS_PER_RUN_ENV, "").strip()
+    if not value:
+        return DEFAULT_PARTITIONS_PER_RUN
+    if not value.isdigit() or int(value) < 1:
+        raise SettingError(f"{PARTITIONS_PER_RUN_ENV}={value!r}: expected a whole number of shards per run (≥ 1)")
+    return int(value)
 
 
 class CaptionConfig(dg.Config):
@@ -64,11 +87,29 @@ class ChainSpec:
     key_prefix: tuple[str, ...] = ()           # e.g. ("viscon_1m",)
     group: str = "viscon_100k"
     release_name: str = "viscon_100k_release"
-    docs_key: dg.AssetKey = dg.AssetKey("filtered_docs")
-    images_key: dg.AssetKey = dg.AssetKey("images")
+    caption_deps: tuple[dg.AssetDep, ...] = ()  # extra deps of the caption asset (the 1M chain's captioner)
+    partitions_per_run: int = field(default_factory=partitions_per_run)
 
     def key(self, name: str) -> dg.AssetKey:
         return dg.AssetKey([*self.key_prefix, name])
+
+    def name(self, base: str) -> str:
+        """A job or selection name of this chain: `shard_chain` for the 100K chain, `viscon_1m_shard_chain`."""
+        return "_".join([*self.key_prefix, base])
+
+    @property
+    def release_job(self) -> str:
+        """`release` for the 100K chain; `<release name>_job` for another (a job cannot share its asset's name)."""
+        return "release" if not self.key_prefix else f"{self.release_name}_job"
+
+    @property
+    def release_key(self) -> dg.AssetKey:
+        return dg.AssetKey(self.release_name)
+
+    def shard_asset(self, key: dg.AssetKey) -> dict:
+        """The keyword arguments every per-shard asset of this chain shares."""
+        return {"key": key, "partitions_def": self.partitions_def, "group_name": self.group,
+                "backfill_policy": dg.BackfillPolicy.multi_run(self.partitions_per_run)}
 
 
 # GPU work is declared (names in viscon_dagster/gpu.py): the `gpu` pool bounds concurrent GPU steps; with the
@@ -77,18 +118,18 @@ GPU = GPU_ASSET_KWARGS
 
 
 def _remaining(context: dg.AssetExecutionContext) -> int:
-    """Partitions of this asset not materialized yet (for the cost projection)."""
+    """Partitions of this asset not materialized yet and not in this run (for the cost projection)."""
     pdef = context.assets_def.partitions_def
     all_keys = set(pdef.get_partition_keys(dynamic_partitions_store=context.instance))
     done = context.instance.get_materialized_partitions(context.asset_key)
-    return len(all_keys - set(done) - {context.partition_key})
+    return len(all_keys - set(done) - set(context.partition_keys))
 
 
-def _ask(context: dg.AssetExecutionContext, model: ModelBackend, requests: list) -> tuple[list, dict]:
-    """The model's answers, paid once: journaled next to the partition's output under a lease held for this
+def _ask(context: dg.AssetExecutionContext, model: ModelBackend, requests: list, shard: str) -> tuple[list, dict]:
+    """The model's answers, paid once: journaled next to the shard's output under a lease held for this
     run; returns them with the call's metadata (model, usage, failures, cost and its projection)."""
     storage: StorageResource = context.resources.storage
-    journal = storage.path(*context.asset_key.path, "_journal", context.partition_key)
+    journal = storage.path(*context.asset_key.path, "_journal", shard)
     responses = model.generate(requests, journal_dir=journal, lease_owner=context.run_id)
     metadata = {"backend": model.backend_name, **model.metadata(responses, remaining_partitions=_remaining(context))}
     return responses, metadata
@@ -98,31 +139,37 @@ def _caption_asset(spec: ChainSpec, name: str, contextual: bool, description: st
     key = spec.key(name)
 
     @dg.asset(
-        key=key, partitions_def=spec.partitions_def, group_name=spec.group, kinds={"parquet"},
-        ins={"docs": dg.AssetIn(spec.docs_key), "images": dg.AssetIn(spec.images_key)},
+        **spec.shard_asset(key), kinds={"parquet"},
+        deps=[spec.key("filtered_docs"), spec.key("images"), *spec.caption_deps],
         required_resource_keys={spec.caption_model_key, "storage", "tokenizer"}, check_specs=[captions_check_spec(key)],
         code_version="1", description=description, **GPU,
     )
-    def _captions(context: dg.AssetExecutionContext, config: CaptionConfig, docs: pa.Table, images: pa.Table):
+    def _captions(context: dg.AssetExecutionContext, config: CaptionConfig) -> dg.MaterializeResult:
         model: ModelBackend = getattr(context.resources, spec.caption_model_key)
         storage: StorageResource = context.resources.storage
         tokenizer: TokenizerResource = context.resources.tokenizer
         count = lambda text: tokenizer.count_tokens([text])[0]  # noqa: E731
-        jobs = caption_jobs(docs, images, context.partition_key, contextual, config.context_tokens, count)
         params = SamplingParams(max_tokens=config.max_tokens, temperature=config.temperature)
         options = storage.storage_options()
-        requests = [caption_request(j, ImageRef(url=str(storage.path(j.image_path)), sha256=j.image_sha256,
-                                                storage_options=options, mime="image/jpeg"), params)
-                    for j in jobs]
-        responses, model_metadata = _ask(context, model, requests)
-        table = pa.Table.from_pylist(caption_rows(jobs, responses, contextual, config.min_chars, config.max_chars),
-                                     schema=CAPTIONS_SCHEMA)
-        return dg.MaterializeResult(value=table, metadata={
-            **table_metadata(table, ["doc_id", "position", "status", "caption"]),
-            "caption_model": model.model_id,
-            "prompt_version": CAPTION_PROMPT_VERSION if contextual else NONCONTEXTUAL_PROMPT_VERSION,
-            **as_metadata({"status_counts": status_counts(table)}), **model_metadata,
-        }, check_results=[check_captions(table.to_pandas(), config.min_chars, config.max_chars, key)])
+
+        def shard_captions(shard: str) -> ShardOutput:
+            docs = read_input(storage, spec.key("filtered_docs"), shard)
+            images = read_input(storage, spec.key("images"), shard)
+            jobs = caption_jobs(docs, images, shard, contextual, config.context_tokens, count)
+            requests = [caption_request(j, ImageRef(url=str(storage.path(j.image_path)), sha256=j.image_sha256,
+                                                    storage_options=options, mime="image/jpeg"), params)
+                        for j in jobs]
+            responses, model_metadata = _ask(context, model, requests, shard)
+            table = pa.Table.from_pylist(caption_rows(jobs, responses, contextual, config.min_chars,
+                                                      config.max_chars), schema=CAPTIONS_SCHEMA)
+            return ShardOutput(table, {
+                **table_metadata(table, ["doc_id", "position", "status", "caption"]),
+                "caption_model": model.model_id,
+                "prompt_version": CAPTION_PROMPT_VERSION if contextual else NONCONTEXTUAL_PROMPT_VERSION,
+                **as_metadata({"status_counts": status_counts(table)}), **model_metadata,
+            }, [check_captions(table.to_pandas(), config.min_chars, config.max_chars, key)])
+
+        return materialize_shards(context, storage, shard_captions)
 
     return _captions
 
@@ -131,59 +178,70 @@ def _qa_asset(spec: ChainSpec):
     key = spec.key("qa_pairs")
 
     @dg.asset(
-        key=key, partitions_def=spec.partitions_def, group_name=spec.group, kinds={"parquet"},
-        ins={"captions": dg.AssetIn(spec.key("captions"))}, required_resource_keys={spec.qa_model_key, "storage"},
-        check_specs=[qa_check_spec(key)], code_version="1", **GPU,
+        **spec.shard_asset(key), kinds={"parquet"}, deps=[spec.key("captions")],
+        required_resource_keys={spec.qa_model_key, "storage"}, check_specs=[qa_check_spec(key)], code_version="1",
         description="Free-form and multiple-choice Q&A written from each caption's text; every item validated, "
-                    "invalid ones kept with their reason; leakage = answerability from the caption.",
+                    "invalid ones kept with their reason; leakage = answerability from the caption.", **GPU,
     )
-    def _qa_pairs(context: dg.AssetExecutionContext, config: QAConfig, captions: pa.Table):
+    def _qa_pairs(context: dg.AssetExecutionContext, config: QAConfig) -> dg.MaterializeResult:
         model: ModelBackend = getattr(context.resources, spec.qa_model_key)
-        usable = captions.filter(pa.compute.equal(captions["status"], "ok")).to_pylist()
+        storage: StorageResource = context.resources.storage
         params = SamplingParams(max_tokens=config.max_tokens, temperature=config.temperature)
-        requests = [qa_request(c["caption"], config.n_free_form, config.n_mcq, params) for c in usable]
-        responses, model_metadata = _ask(context, model, requests)
-        rows = [row for c, r in zip(usable, responses, strict=True) for row in qa_rows(c, r)]
-        table = pa.Table.from_pylist(rows, schema=QA_SCHEMA)
-        valid = table.filter(table["valid"])
-        return dg.MaterializeResult(value=table, metadata={
-            **table_metadata(table, ["kind", "question", "answer", "valid", "reason"]),
-            "qa_model": model.model_id, "prompt_version": QA_PROMPT_VERSION, "valid_items": valid.num_rows,
-            **as_metadata({
-                "invalid_by_reason": status_counts(table.filter(pa.compute.invert(table["valid"])), "reason"),
-                "leakage": leakage_summary(valid["leakage"].to_pylist())}),
-            **model_metadata,
-        }, check_results=[check_qa(table.to_pandas(), key)])
+
+        def shard_qa(shard: str) -> ShardOutput:
+            captions = read_input(storage, spec.key("captions"), shard)
+            usable = captions.filter(pa.compute.equal(captions["status"], "ok")).to_pylist()
+            requests = [qa_request(c["caption"], config.n_free_form, config.n_mcq, params) for c in usable]
+            responses, model_metadata = _ask(context, model, requests, shard)
+            rows = [row for c, r in zip(usable, responses, strict=True) for row in qa_rows(c, r)]
+            table = pa.Table.from_pylist(rows, schema=QA_SCHEMA)
+            valid = table.filter(table["valid"])
+            return ShardOutput(table, {
+                **table_metadata(table, ["kind", "question", "answer", "valid", "reason"]),
+                "qa_model": model.model_id, "prompt_version": QA_PROMPT_VERSION, "valid_items": valid.num_rows,
+                **as_metadata({
+                    "invalid_by_reason": status_counts(table.filter(pa.compute.invert(table["valid"])), "reason"),
+                    "leakage": leakage_summary(valid["leakage"].to_pylist())}),
+                **model_metadata,
+            }, [check_qa(table.to_pandas(), key)])
+
+        return materialize_shards(context, storage, shard_qa)
 
     return _qa_pairs
 
 
+UNIQUE_QA_SCHEMA = (QA_SCHEMA.append(pa.field("kept", pa.bool_())).append(pa.field("duplicate_of", pa.string()))
+                    .append(pa.field("similarity", pa.float32())).append(pa.field("dup_scope", pa.string())))
+
+
 def _dedup_asset(spec: ChainSpec):
     @dg.asset(
-        key=spec.key("unique_qa_pairs"), partitions_def=spec.partitions_def, group_name=spec.group,
-        kinds={"parquet"}, ins={"qa_pairs": dg.AssetIn(spec.key("qa_pairs"))}, code_version="1",
+        **spec.shard_asset(spec.key("unique_qa_pairs")), kinds={"parquet"}, deps=[spec.key("qa_pairs")],
+        code_version="1",
         description="Valid Q&A with near-duplicate questions (cosine ≥ threshold, within an image and within the "
                     "shard) marked kept=false, with the kept question they repeat.",
     )
-    def _unique_qa_pairs(config: DedupConfig, qa_pairs: pa.Table, embedder: EmbedderResource):
-        valid = qa_pairs.filter(qa_pairs["valid"]).sort_by([("doc_id", "ascending"), ("position", "ascending"),
-                                                            ("kind", "ascending"), ("item_index", "ascending")])
-        rows = valid.to_pylist()
-        marked = mark_duplicates(rows, embedder.embed([r["question"] for r in rows]), config.threshold)
-        table = pa.Table.from_pylist(marked, schema=QA_SCHEMA.append(pa.field("kept", pa.bool_()))
-                                     .append(pa.field("duplicate_of", pa.string()))
-                                     .append(pa.field("similarity", pa.float32()))
-                                     .append(pa.field("dup_scope", pa.string())))
-        kept = [r for r in marked if r["kept"]]
-        removed = [r for r in marked if not r["kept"]]
-        return dg.MaterializeResult(value=table, metadata={
-            **table_metadata(table, ["kind", "question", "kept", "duplicate_of", "similarity"]),
-            "embedding_model": embedder.model_id, "threshold": config.threshold,
-            "kept": len(kept), "removed": len(removed),
-            "removed/image": sum(r["dup_scope"] == "image" for r in removed),
-            "removed/shard": sum(r["dup_scope"] == "shard" for r in removed),
-            "leakage_of_kept": dg.MetadataValue.json(leakage_summary([r["leakage"] for r in kept])),
-        })
+    def _unique_qa_pairs(context: dg.AssetExecutionContext, config: DedupConfig, embedder: EmbedderResource,
+                         storage: StorageResource) -> dg.MaterializeResult:
+        def shard_dedup(shard: str) -> ShardOutput:
+            qa_pairs = read_input(storage, spec.key("qa_pairs"), shard)
+            valid = qa_pairs.filter(qa_pairs["valid"]).sort_by([
+                ("doc_id", "ascending"), ("position", "ascending"), ("kind", "ascending"), ("item_index", "ascending")])
+            rows = valid.to_pylist()
+            marked = mark_duplicates(rows, embedder.embed([r["question"] for r in rows]), config.threshold)
+            table = pa.Table.from_pylist(marked, schema=UNIQUE_QA_SCHEMA)
+            kept = [r for r in marked if r["kept"]]
+            removed = [r for r in marked if not r["kept"]]
+            return ShardOutput(table, {
+                **table_metadata(table, ["kind", "question", "kept", "duplicate_of", "similarity"]),
+                "embedding_model": embedder.model_id, "threshold": config.threshold,
+                "kept": len(kept), "removed": len(removed),
+                "removed/image": sum(r["dup_scope"] == "image" for r in removed),
+                "removed/shard": sum(r["dup_scope"] == "shard" for r in removed),
+                "leakage_of_kept": dg.MetadataValue.json(leakage_summary([r["leakage"] for r in kept])),
+            })
+
+        return materialize_shards(context, storage, shard_dedup)
 
     return _unique_qa_pairs
 
@@ -192,28 +250,53 @@ def _conversations_asset(spec: ChainSpec):
     key, control = spec.key("conversations"), spec.key("noncontextual_captions")
 
     @dg.asset(
-        key=key, partitions_def=spec.partitions_def, group_name=spec.group, kinds={"parquet"},
-        ins={"captions": dg.AssetIn(spec.key("captions")), "unique_qa_pairs": dg.AssetIn(spec.key("unique_qa_pairs"))},
-        deps=[control], check_specs=[conversations_check_spec(key)], code_version="1",
+        **spec.shard_asset(key), kinds={"parquet"}, deps=[spec.key("captions"), spec.key("unique_qa_pairs"), control],
+        check_specs=[conversations_check_spec(key)], code_version="1",
         description="LLaVA/ShareGPT4V conversation records for every mix (leaky by default in exports); the "
                     "noncontextual mix appears when noncontextual_captions was materialized for the shard.",
     )
-    def _conversations(context: dg.AssetExecutionContext, config: ConversationsConfig, captions: pa.Table,
-                       unique_qa_pairs: pa.Table, storage: StorageResource):
-        control_path = storage.partition_path(control, context.partition_key)
-        noncontextual = read_parquet(control_path) if control_path.exists() else None
-        result = build_conversations(image_samples(captions, unique_qa_pairs, noncontextual), config.mixes, config.seed)
-        table = result.table()
-        return dg.MaterializeResult(value=table, metadata={
-            **table_metadata(table, ["id", "mix", "image", "conversations"]), **as_metadata(result.metadata()),
-            "noncontextual_captions": noncontextual is not None,
-        }, check_results=[check_conversations(table, key, config.mixes)])
+    def _conversations(context: dg.AssetExecutionContext, config: ConversationsConfig,
+                       storage: StorageResource) -> dg.MaterializeResult:
+        def shard_conversations(shard: str) -> ShardOutput:
+            captions = read_input(storage, spec.key("captions"), shard)
+            unique_qa_pairs = read_input(storage, spec.key("unique_qa_pairs"), shard)
+            control_path = storage.partition_path(control, shard)
+            noncontextual = read_parquet(control_path) if control_path.exists() else None
+            result = build_conversations(image_samples(captions, unique_qa_pairs, noncontextual), config.mixes,
+                                         config.seed)
+            table = result.table()
+            return ShardOutput(table, {
+                **table_metadata(table, ["id", "mix", "image", "conversations"]), **as_metadata(result.metadata()),
+                "noncontextual_captions": noncontextual is not None,
+            }, [check_conversations(table, key, config.mixes)])
+
+        return materialize_shards(context, storage, shard_conversations)
 
     return _conversations
 
 
-def build_chain(spec: ChainSpec) -> list[dg.AssetsDefinition]:
-    return [
+@dataclass(frozen=True)
+class Chain:
+    """What `build_chain` makes for one spec: its assets, its jobs and the selections they run."""
+    spec: ChainSpec
+    assets: list[dg.AssetsDefinition]
+    shard_selection: dg.AssetSelection    # every per-shard asset but the control (materialized on request)
+    release_selection: dg.AssetSelection
+    jobs: list  # the shard job and the release job (unresolved asset jobs)
+
+    @property
+    def shard_job(self) -> str:
+        return self.spec.name("shard_chain")
+
+    @property
+    def release_job(self) -> str:
+        return self.spec.release_job
+
+
+def build_chain(spec: ChainSpec) -> Chain:
+    assets = [
+        filtered_docs_asset(spec),
+        images_asset(spec),
         _caption_asset(spec, "captions", True,
                        "One contextual caption per kept image: the page text around it (placeholders, target "
                        "marked, alt text) and the image go to the caption model; every answer is a row with a status."),
@@ -222,5 +305,17 @@ def build_chain(spec: ChainSpec) -> list[dg.AssetsDefinition]:
         _qa_asset(spec),
         _dedup_asset(spec),
         _conversations_asset(spec),
-        release_asset(spec.release_name, spec.key("conversations"), spec.key("unique_qa_pairs"), spec.group),
+        release_asset(spec.release_name, spec.key("conversations"), spec.key("unique_qa_pairs"), spec.group,
+                      images=spec.key("images"), rejects="/".join(spec.key("filtered_docs_rejects").path)),
     ]
+    group = dg.AssetSelection.groups(spec.group)
+    release = dg.AssetSelection.assets(spec.release_key)
+    shard = group - release - dg.AssetSelection.assets(spec.key("noncontextual_captions"))
+    jobs = [
+        dg.define_asset_job(spec.name("shard_chain"), selection=shard, partitions_def=spec.partitions_def,
+                            tags=gpu_run_tags(), description=f"Every per-shard asset of {spec.group}, for one shard "
+                            f"or a range; tagged for a GPU worker (its caption and Q&A steps)."),
+        dg.define_asset_job(spec.release_job, selection=release,
+                            description=f"Export every materialized shard of {spec.group} as {spec.release_name}."),
+    ]
+    return Chain(spec, assets, shard, release, jobs)

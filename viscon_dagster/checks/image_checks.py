@@ -47,9 +47,10 @@ def check_images(df: pd.DataFrame, min_side: int, max_side: int, asset_key: str 
 
 
 def check_success_rate(success_rate: float, threshold: float, status_counts: dict,
-                       asset_key: str = "images") -> dg.AssetCheckResult:
+                       asset_key: dg.AssetKey | str = "images") -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
-        asset_key=dg.AssetKey(asset_key), check_name=IMAGES_SUCCESS_RATE, passed=success_rate >= threshold,
+        asset_key=dg.AssetKey.from_coercible(asset_key), check_name=IMAGES_SUCCESS_RATE,
+        passed=success_rate >= threshold,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"success_rate": round(success_rate, 4), "threshold": threshold,
                   "status_counts": dg.MetadataValue.json(status_counts)})
