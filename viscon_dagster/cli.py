@@ -3,8 +3,9 @@
     viscon demo                   sample → tiny models → register shards → materialize every shard
     viscon sample [--out DIR]     write the bundled OBELICS-format sample corpus
     viscon models tiny [--out D]  build the tiny local models (offline)
-    viscon shards register SRC    register a source's shards as obelics_shards partitions (exit 1 if any is refused)
-    viscon shards list            the registered shard partitions (and, on stderr, the refused shards)
+    viscon shards register SRC    register a source's shards as obelics_shards partitions (exit 1 if any is refused);
+                                  --set 1m: as VisCon-1M's obelics_shards_1m (a shard of the other set is refused)
+    viscon shards list [--set S]  the registered shard partitions (and, on stderr, the refused shards)
     viscon ui                     open the Dagster UI on the same instance
 
 Without a dagster.yaml in DAGSTER_HOME, `viscon` writes one: SQLite in that folder, run monitoring on.
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from viscon_dagster import paths
 from viscon_dagster.core.files.atomic import write_text_atomic
-from viscon_dagster.core.shards.registry import Registration, ShardKeyConflict
+from viscon_dagster.core.shards.registry import DEFAULT_SET, SHARD_SETS, Registration, ShardKeyConflict
 from viscon_dagster.core.shards.sources import OBELICS_HUB_SOURCE
 
 DAY_S = 24 * 3600
@@ -95,8 +96,10 @@ def cmd_sample(args) -> list[Path]:
     from viscon_dagster.demo.sample_corpus import SampleSpec, write_sample
 
     out = Path(args.out or paths.sample_dir())
-    shards = write_sample(out, SampleSpec(shards=args.shards, docs_per_shard=args.docs, seed=args.seed))
-    print(f"wrote {len(shards)} shards to {out / 'shards'} and their images to {out / 'images'}")
+    shards = write_sample(out, SampleSpec(shards=args.shards, docs_per_shard=args.docs, seed=args.seed,
+                                          shards_1m=args.shards_1m, docs_per_shard_1m=args.docs_1m))
+    also = f" (VisCon-1M's {args.shards_1m} in {out / 'shards_1m'})" if args.shards_1m else ""
+    print(f"wrote {len(shards)} shards to {out / 'shards'}{also} and their images to {out / 'images'}")
     return shards
 
 
@@ -109,35 +112,37 @@ def cmd_models_tiny(args) -> Path:
     return out
 
 
-def register_source_shards(source: str) -> Registration:
-    """Register the source's usable shards as partitions; print what was added and what was refused."""
-    from viscon_dagster.partitions import obelics_shards, register_shards
+def register_source_shards(source: str, shard_set: str = DEFAULT_SET) -> Registration:
+    """Register the source's usable shards as partitions of `shard_set`; print what was added and refused."""
+    from viscon_dagster.partitions import SHARD_PARTITIONS, register_shards
 
+    partitions = SHARD_PARTITIONS[shard_set]
     with _storage() as storage:
-        registration = register_shards(storage, source)
+        registration = register_shards(storage, source, shard_set)
     instance = _instance()
-    known = set(instance.get_dynamic_partitions(obelics_shards.name))
+    known = set(instance.get_dynamic_partitions(partitions.name))
     new = [k for k in registration.keys if k not in known]
-    instance.add_dynamic_partitions(obelics_shards.name, new)
+    instance.add_dynamic_partitions(partitions.name, new)
     refused = f"; {len(registration.refused)} refused" if registration.refused else ""
-    print(f"{len(registration.keys)} shards in {source}; {len(new)} newly registered{refused}")
+    print(f"{len(registration.keys)} shards in {source}; {len(new)} newly registered{refused}"
+          + (f" (shard set {shard_set})" if shard_set != DEFAULT_SET else ""))
     for bad in registration.refused:
         print(f"  refused {bad.key} ({bad.url}): {bad.reason}")
     return registration
 
 
 def cmd_shards_register(args) -> int:
-    return 1 if register_source_shards(args.source).refused else 0
+    return 1 if register_source_shards(args.source, args.set).refused else 0
 
 
 def cmd_shards_list(args) -> None:
     from viscon_dagster.core.shards.registry import refused_shards
-    from viscon_dagster.partitions import obelics_shards
+    from viscon_dagster.partitions import SHARD_PARTITIONS
 
-    for key in _instance().get_dynamic_partitions(obelics_shards.name):
+    for key in _instance().get_dynamic_partitions(SHARD_PARTITIONS[args.set].name):
         print(key)
     with _storage() as storage:
-        for bad in refused_shards(storage.root_path()):
+        for bad in refused_shards(storage.root_path(), args.set):
             print(f"refused {bad.key} ({bad.url}): {bad.reason}", file=sys.stderr)
 
 
@@ -171,7 +176,7 @@ def materialize_shards(keys: list[str]) -> list[bool]:
 def cmd_demo(args) -> int:
     sample = paths.sample_dir()
     if args.fresh or not (sample / "shards").exists():
-        cmd_sample(argparse.Namespace(out=str(sample), shards=4, docs=72, seed=0))
+        cmd_sample(argparse.Namespace(out=str(sample), shards=4, docs=72, seed=0, shards_1m=2, docs_1m=24))
     if args.fresh or not (paths.models_dir() / "tiny_models.json").exists():
         cmd_models_tiny(argparse.Namespace(out=None))
     keys = register_source_shards(str(sample / "shards")).keys
@@ -214,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--out", help="folder (default .viscon/sample)")
     sample.add_argument("--shards", type=int, default=4)
     sample.add_argument("--docs", type=int, default=72, help="good documents per shard")
+    sample.add_argument("--shards-1m", type=int, default=2, help="VisCon-1M's own shards (other pages), in shards_1m/")
+    sample.add_argument("--docs-1m", type=int, default=None, help="good documents per 1M shard (default --docs)")
     sample.add_argument("--seed", type=int, default=0)
     sample.set_defaults(fn=cmd_sample)
 
@@ -227,8 +234,14 @@ def main(argv: list[str] | None = None) -> int:
                                              "an OBELICS parquet shard is refused with its reason (exit status 1)")
     reg.add_argument("source", help=f"local folder, s3://bucket/prefix or hf://datasets/<repo>/<folder> "
                                     f"(OBELICS: {OBELICS_HUB_SOURCE})")
+    shard_set = dict(choices=list(SHARD_SETS), default=DEFAULT_SET,
+                     help="the dataset whose shards these are: 100k (obelics_shards) or 1m (obelics_shards_1m); "
+                          "the sets are disjoint")
+    reg.add_argument("--set", **shard_set)
     reg.set_defaults(fn=cmd_shards_register)
-    shards.add_parser("list", help="list registered shard partitions").set_defaults(fn=cmd_shards_list)
+    listing = shards.add_parser("list", help="list registered shard partitions")
+    listing.add_argument("--set", **shard_set)
+    listing.set_defaults(fn=cmd_shards_list)
 
     ui = sub.add_parser("ui", help="open the Dagster UI on the demo's instance")
     ui.add_argument("--host", default="127.0.0.1")

@@ -5,15 +5,20 @@ from __future__ import annotations
 import dagster as dg
 
 from viscon_dagster.core.captioner.recipes import RECIPES
-from viscon_dagster.core.shards.registry import Registration, register_source
+from viscon_dagster.core.shards.registry import DEFAULT_SET, SHARD_SETS, Registration, register_source
 from viscon_dagster.resources.storage import StorageResource
 
 obelics_shards = dg.DynamicPartitionsDefinition(name="obelics_shards")
+# VisCon-1M's own shards, disjoint from VisCon-100K's (core/shards/registry.py refuses a shard of the other set)
+obelics_shards_1m = dg.DynamicPartitionsDefinition(name="obelics_shards_1m")
+# shard set name (`viscon shards register --set`) -> its partitions
+SHARD_PARTITIONS = {"100k": obelics_shards, "1m": obelics_shards_1m}
+assert {k: v.name for k, v in SHARD_PARTITIONS.items()} == SHARD_SETS
 # One partition per named training recipe (recipes live in code: core/captioner/recipes.py).
 captioner_recipes = dg.StaticPartitionsDefinition(list(RECIPES))
 
 
-def register_shards(storage: StorageResource, source: str) -> Registration:
+def register_shards(storage: StorageResource, source: str, shard_set: str = DEFAULT_SET) -> Registration:
     """Check the source's new shards and record the usable ones' URLs in the registry, the refused
     ones with their reason. `storage` must be resolved (EnvVars read), as Dagster hands it to a
     sensor or `dg.build_resources` returns it.
@@ -21,9 +26,9 @@ def register_shards(storage: StorageResource, source: str) -> Registration:
     Adding the keys to the instance is the caller's move (the CLI adds them directly; the sensor
     returns a request), so both paths share the listing, the checks and the registry.
     """
-    return register_source(storage.root_path(), source, storage.options_for(source))
+    return register_source(storage.root_path(), source, storage.options_for(source), shard_set)
 
 
-def record_shards(storage: StorageResource, source: str) -> list[str]:
+def record_shards(storage: StorageResource, source: str, shard_set: str = DEFAULT_SET) -> list[str]:
     """`register_shards`, keeping only the registered keys (refused shards stay in the registry's record)."""
-    return register_shards(storage, source).keys
+    return register_shards(storage, source, shard_set).keys

@@ -6,6 +6,9 @@ sizes drawn with Pillow). Image URLs are `image_base_url + relative path`; by de
 URL of the images folder, which the image fetcher reads only when that folder is allow-listed.
 Every shard also carries deliberately bad rows — one of each kind the filter must catch — and
 image-level traps (missing file, tiny image, not-an-image, one image under two URLs).
+
+With `shards_1m`, it also writes VisCon-1M's own shards, `shards_1m/sample1m-0000N.parquet`: other pages
+and other images (shard numbers from `SHARD_1M_BASE`), so the two shard sets share no document.
 """
 
 from __future__ import annotations
@@ -47,6 +50,11 @@ class SampleSpec:
     seed: int = 0
     image_base_url: str | None = None  # default: file:// URL of the images folder
     draw_images: bool = True           # False: URLs only (large text-side benchmarks)
+    shards_1m: int = 0                 # VisCon-1M's shards (disjoint pages and images), under shards_1m/
+    docs_per_shard_1m: int | None = None  # default: docs_per_shard
+
+
+SHARD_1M_BASE = 1000  # shard numbers of the 1M set in page URLs and image names (the 100K set counts from 0)
 
 
 def draw_image(rng: random.Random, width: int, height: int) -> Image.Image:
@@ -164,8 +172,8 @@ class _SampleWriter:
         doc["metadata"] = json.dumps(meta)
         return doc
 
-    def shard(self, shard: int) -> pa.Table:
-        good = [self.document(shard, i) for i in range(self.spec.docs_per_shard)]
+    def shard(self, shard: int, docs: int) -> pa.Table:
+        good = [self.document(shard, i) for i in range(docs)]
         rows = good + self.bad_rows(shard, good[0])
         if self.spec.draw_images:
             rows.append(self.image_traps(shard))
@@ -174,15 +182,25 @@ class _SampleWriter:
 
 
 def write_sample(out_dir: str | Path, spec: SampleSpec | None = None) -> list[Path]:
-    """Write the sample corpus; returns the shard files. Deterministic for a given spec."""
+    """Write the sample corpus; returns the (100K) shard files. Deterministic for a given spec; the 1M
+    shards come after, so adding them leaves the 100K shards as they were."""
     out_dir = Path(out_dir)
     spec = spec or SampleSpec()
     writer = _SampleWriter(out_dir, spec)
     writer.images_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "shards").mkdir(parents=True, exist_ok=True)
-    paths = []
-    for s in range(spec.shards):
-        path = out_dir / "shards" / f"sample-{s:05d}.parquet"
-        pq.write_table(writer.shard(s), path, row_group_size=1000)  # row groups of web-corpus size: readers stream
-        paths.append(path)
+
+    def write(folder: str, name: str, numbers: range, docs: int) -> list[Path]:
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, s in enumerate(numbers):
+            path = out_dir / folder / f"{name}-{i:05d}.parquet"
+            # row groups of web-corpus size: readers stream
+            pq.write_table(writer.shard(s, docs), path, row_group_size=1000)
+            paths.append(path)
+        return paths
+
+    paths = write("shards", "sample", range(spec.shards), spec.docs_per_shard)
+    if spec.shards_1m:
+        write("shards_1m", "sample1m", range(SHARD_1M_BASE, SHARD_1M_BASE + spec.shards_1m),
+              spec.docs_per_shard_1m or spec.docs_per_shard)
     return paths

@@ -8,6 +8,10 @@ partition must always mean the same data.
 A new shard is registered only once its parquet footer reads and holds the OBELICS columns; a
 refused one is recorded with its reason (`_registry/bad_shards/<key>.json`), checked again at the
 next registration and cleared once it passes.
+
+Each dataset has its own shard set (`SHARD_SETS`: VisCon-100K's `100k`, VisCon-1M's `1m`), with its own
+registry folders. The sets are disjoint: a shard whose key or URL is already in another set is refused
+with that reason, so no document ends up in both datasets and a key names one shard everywhere.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from viscon_dagster.core.shards.sources import ShardRef, check_shards, list_shar
 
 REGISTRY_DIR = "_registry/shards"
 REFUSED_DIR = "_registry/bad_shards"
+DEFAULT_SET = "100k"
+# shard set -> the Dagster dynamic partitions definition of its chain (partitions.py)
+SHARD_SETS = {"100k": "obelics_shards", "1m": "obelics_shards_1m"}
 
 
 class ShardNotRegistered(LookupError):
@@ -34,15 +41,30 @@ class ShardKeyConflict(ValueError):
     pass
 
 
-def _entry(root: UPath, key: str) -> UPath:
-    return root / REGISTRY_DIR / f"{key}.json"
+def check_set(shard_set: str) -> str:
+    if shard_set not in SHARD_SETS:
+        raise ValueError(f"unknown shard set {shard_set!r}: use one of {', '.join(SHARD_SETS)}")
+    return shard_set
 
 
-def register(root: UPath, shards: list[ShardRef], source: str) -> list[str]:
-    """Record shards; returns the keys that were new."""
+def registry_dir(shard_set: str = DEFAULT_SET) -> str:
+    """`_registry/shards` for the 100K set (its historical place), `_registry/shards_<set>` for the others."""
+    return REGISTRY_DIR if check_set(shard_set) == DEFAULT_SET else f"{REGISTRY_DIR}_{shard_set}"
+
+
+def refused_dir(shard_set: str = DEFAULT_SET) -> str:
+    return REFUSED_DIR if check_set(shard_set) == DEFAULT_SET else f"{REFUSED_DIR}_{shard_set}"
+
+
+def _entry(root: UPath, key: str, shard_set: str = DEFAULT_SET) -> UPath:
+    return root / registry_dir(shard_set) / f"{key}.json"
+
+
+def register(root: UPath, shards: list[ShardRef], source: str, shard_set: str = DEFAULT_SET) -> list[str]:
+    """Record shards in `shard_set`; returns the keys that were new."""
     new = []
     for ref in shards:
-        path = _entry(root, ref.key)
+        path = _entry(root, ref.key, shard_set)
         if path.exists():
             known = json.loads(path.read_text())["url"]
             if known != ref.url:
@@ -79,37 +101,68 @@ def _keys_in(folder: UPath) -> set[str]:
         return set()
 
 
-def register_source(root: UPath, source: str, storage_options: dict[str, Any] | None = None) -> Registration:
-    """Register the source's shards whose footer checks out; record the others with their reason.
+def _in_other_sets(root: UPath, refs: list[ShardRef], shard_set: str) -> dict[str, str]:
+    """key -> why, for the refs whose key or URL another shard set already holds (entries read only when
+    there are new refs, and only the other sets')."""
+    reasons: dict[str, str] = {}
+    for other in SHARD_SETS:
+        if other == shard_set or not refs:
+            continue
+        folder = root / registry_dir(other)
+        keys = _keys_in(folder)
+        urls = {json.loads((folder / f"{k}.json").read_text())["url"]: k for k in sorted(keys)}
+        for ref in refs:
+            if ref.key in reasons:
+                continue
+            if ref.url in urls:
+                reasons[ref.key] = (f"already registered in the {other} shard set as {urls[ref.url]!r}; the "
+                                    f"{shard_set} set takes shards of no other set (the datasets are disjoint)")
+            elif ref.key in keys:
+                reasons[ref.key] = (f"the key {ref.key!r} is already a shard of the {other} shard set (for another "
+                                    f"URL); rename the file: a shard key names one shard in every set")
+    return reasons
+
+
+def register_source(root: UPath, source: str, storage_options: dict[str, Any] | None = None,
+                    shard_set: str = DEFAULT_SET) -> Registration:
+    """Register the source's shards whose footer checks out in `shard_set`; record the others with their
+    reason (also a shard of another set).
 
     Shards already registered are not read again (a sensor tick stays one listing per source)."""
     refs = list_shards(source, storage_options)
     if not refs:
         raise ValueError(f"no *.parquet shards found under {source}")
-    known = _keys_in(root / REGISTRY_DIR)
-    reasons = check_shards([r for r in refs if r.key not in known], storage_options)
+    known = _keys_in(root / registry_dir(shard_set))
+    unknown = [r for r in refs if r.key not in known]
+    reasons = _in_other_sets(root, unknown, shard_set)
+    reasons.update(check_shards([r for r in unknown if r.key not in reasons], storage_options))
     refused = [RefusedShard(r.key, r.url, reasons[r.key]) for r in refs if r.key in reasons]
     good = [r for r in refs if r.key not in reasons]
-    new = register(root, good, source)
+    new = register(root, good, source, shard_set)
+    bad_dir = root / refused_dir(shard_set)
     for bad in refused:
-        write_text_atomic(root / REFUSED_DIR / f"{bad.key}.json", json.dumps(
+        write_text_atomic(bad_dir / f"{bad.key}.json", json.dumps(
             {"key": bad.key, "url": bad.url, "source": source, "reason": bad.reason, "checked_at": _now()}))
-    for key in set(new) & _keys_in(root / REFUSED_DIR):
-        (root / REFUSED_DIR / f"{key}.json").unlink(missing_ok=True)
+    for key in set(new) & _keys_in(bad_dir):
+        (bad_dir / f"{key}.json").unlink(missing_ok=True)
     return Registration([r.key for r in good], new, refused)
 
 
-def refused_shards(root: UPath) -> list[RefusedShard]:
-    """Every shard refused at its last check, by key."""
-    records = [json.loads((root / REFUSED_DIR / f"{key}.json").read_text())
-               for key in sorted(_keys_in(root / REFUSED_DIR))]
+def refused_shards(root: UPath, shard_set: str = DEFAULT_SET) -> list[RefusedShard]:
+    """Every shard of `shard_set` refused at its last check, by key."""
+    folder = root / refused_dir(shard_set)
+    records = [json.loads((folder / f"{key}.json").read_text()) for key in sorted(_keys_in(folder))]
     return [RefusedShard(r["key"], r["url"], r["reason"]) for r in records]
 
 
-def lookup(root: UPath, key: str) -> str:
-    path = _entry(root, key)
-    if not path.exists():
-        raise ShardNotRegistered(f"shard {key!r} is not registered under {root}: register its source with "
-                                 f"`viscon shards register SOURCE` (a folder, s3:// prefix or hf:// path of parquet "
-                                 f"shards), or `viscon demo` for the bundled sample")
-    return json.loads(path.read_text())["url"]
+def lookup(root: UPath, key: str, shard_set: str | None = None) -> str:
+    """The URL of shard `key` in `shard_set`; by default in whichever set holds it (the sets never share a key)."""
+    for candidate in [shard_set] if shard_set else SHARD_SETS:
+        path = _entry(root, key, candidate)
+        if path.exists():
+            return json.loads(path.read_text())["url"]
+    where = f"in the {shard_set} shard set " if shard_set else ""
+    flag = f" --set {shard_set}" if shard_set and shard_set != DEFAULT_SET else ""
+    raise ShardNotRegistered(f"shard {key!r} is not registered {where}under {root}: register its source with "
+                             f"`viscon shards register{flag} SOURCE` (a folder, s3:// prefix or hf:// path of parquet "
+                             f"shards), or `viscon demo` for the bundled sample")
