@@ -37,7 +37,7 @@ class Recipe:
     gradient_checkpointing: bool = False
     seed: int = 0
     save_steps: int = 50
-    warmup_ratio: float = 0.0
+    warmup_steps: float = 0.0  # steps, or a fraction of all steps when < 1
     max_new_tokens: int = 64  # evaluation decoding budget
 
     def fingerprint(self) -> str:
@@ -62,7 +62,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(name="smolvlm-256m", base_model="HuggingFaceTB/SmolVLM-256M-Instruct", lora_r=16, lora_alpha=32,
                learning_rate=1e-4, num_train_epochs=2, per_device_train_batch_size=8,
                gradient_accumulation_steps=4, do_image_splitting=False, longest_edge=512, bf16=True,
-               gradient_checkpointing=True, save_steps=100, warmup_ratio=0.03, max_new_tokens=96),
+               gradient_checkpointing=True, save_steps=100, warmup_steps=0.03, max_new_tokens=96),
     )
 }
 

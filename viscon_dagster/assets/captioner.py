@@ -1,0 +1,266 @@
+"""The contextual captioner: training pairs → a TRL-trained student (in its own process, via Dagster Pipes)
+→ its evaluation against the untuned base. Domain logic lives in core/captioner/; the training process is
+viscon_dagster/training/train_captioner.py.
+"""
+
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+
+from viscon_dagster.checks.captioner_checks import check_gate, check_split, gate_check_specs, split_check_spec
+from viscon_dagster.core.captioner.card import model_card
+from viscon_dagster.core.captioner.metrics import compare, markdown_table, sentence_scores
+from viscon_dagster.core.captioner.pairs import HELD_OUT, build_pairs, pair_request
+from viscon_dagster.core.captioner.published import (
+    GateResult,
+    PublishedCaptioner,
+    read_current,
+    write_current,
+    write_gate,
+)
+from viscon_dagster.core.captioner.recipes import TINY_STUDENT, TINY_STUDENT_SEED, Recipe, recipe
+from viscon_dagster.core.chain.prompts import CAPTION_PROMPT_VERSION
+from viscon_dagster.core.exports.split import DEFAULT_TEST_FRACTION
+from viscon_dagster.core.files.atomic import is_local, local_path, write_text_atomic
+from viscon_dagster.core.files.parquet import write_parquet
+from viscon_dagster.core.models.request import ImageRef, SamplingParams
+from viscon_dagster.gpu import GPU_ASSET_KWARGS
+from viscon_dagster.partitions import captioner_recipes
+from viscon_dagster.paths import viscon_home
+from viscon_dagster.resources.local_models import model_label
+from viscon_dagster.resources.models.transformers_local import TransformersLocalBackend
+from viscon_dagster.resources.storage import StorageResource
+from viscon_dagster.resources.tokenizer import TokenizerResource
+
+GROUP = "captioner"
+PAIRS = dg.AssetKey("captioner_training_pairs")
+CAPTIONER = dg.AssetKey("contextual_captioner")
+EVALUATION = dg.AssetKey("captioner_evaluation")
+TRAINING_MODULE = "viscon_dagster.training.train_captioner"
+
+
+class PairsConfig(dg.Config):
+    # the teacher's caption settings: the rebuilt request must match the fingerprint the caption row recorded
+    context_tokens: int = 1500
+    teacher_max_tokens: int = 384
+    teacher_temperature: float = 0.0
+    test_fraction: float = DEFAULT_TEST_FRACTION  # the release's split (viscon_100k_release config)
+    split_seed: int = 0
+
+
+@dg.asset(key=PAIRS, group_name=GROUP, kinds={"parquet"}, code_version="1",
+          deps=[dg.AssetDep("captions")], check_specs=[split_check_spec(PAIRS)],
+          description="Each usable teacher caption with the exact request the teacher saw (rebuilt by the chain's "
+                      "code, checked against its fingerprint), split train / held-out by the release's page-URL hash.")
+def captioner_training_pairs(context: dg.AssetExecutionContext, config: PairsConfig, storage: StorageResource,
+                             tokenizer: TokenizerResource):
+    count = lambda text: tokenizer.count_tokens([text])[0]  # noqa: E731
+    params = SamplingParams(max_tokens=config.teacher_max_tokens, temperature=config.teacher_temperature)
+    built = build_pairs(storage.root_path(), params, count, config.context_tokens, config.test_fraction,
+                        config.split_seed)
+    table = built.table()
+    write_parquet(built.skipped_table(), storage.path("captioner_training_pairs_skipped.parquet"))
+    splits = table.column("split").to_pylist()
+    reasons: dict[str, int] = {}
+    for r in built.skipped:
+        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    return dg.MaterializeResult(value=table, metadata={
+        "dagster/row_count": table.num_rows, "train": splits.count("train"), "held_out": splits.count(HELD_OUT),
+        "shards": len(built.shards), "teachers": sorted(set(table.column("teacher").to_pylist())),
+        "prompt_versions": sorted(set(table.column("prompt_version").to_pylist())) or [CAPTION_PROMPT_VERSION],
+        "teacher_statuses": dict(built.caption_statuses), "skipped": len(built.skipped),
+        "skipped_reasons": reasons,
+    }, check_results=[check_split(table, PAIRS)])
+
+
+class CaptionerConfig(dg.Config):
+    base_model: str | None = None  # override the recipe's base (e.g. a local SmolVLM folder)
+    max_steps: int | None = None  # cap the recipe's optimiser steps (the demo's short run)
+    work_dir: str | None = None  # checkpoints (resume from here); default $VISCON_HOME/training/<recipe>/<key>
+    launcher: list[str] = [sys.executable, "-m"]  # e.g. ["accelerate", "launch", "--num_processes", "4", "-m"]
+
+
+def base_model_path(r: Recipe, override: str | None) -> str:
+    """The base checkpoint: the override, a hub id / folder, or the tiny student built offline on first use."""
+    if override:
+        return override
+    if r.base_model != TINY_STUDENT:
+        return r.base_model
+    path = viscon_home() / "models" / TINY_STUDENT
+    if not (path / "config.json").exists():
+        from viscon_dagster.demo.tiny_models import build_tiny_vlm
+
+        build_tiny_vlm(path, seed=TINY_STUDENT_SEED)
+    return str(path)
+
+
+def _teacher(pairs: pa.Table) -> str:
+    return ", ".join(sorted(set(pairs.column("teacher").to_pylist()))) or "none"
+
+
+def _upload(local: Path, dest) -> None:
+    """Copy a model directory to storage (content-addressed: a partial copy is redone by the next run)."""
+    if is_local(dest):
+        target = Path(local_path(dest))
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(local, target)
+    else:
+        dest.fs.put(str(local), dest.path, recursive=True)
+
+
+def loss_markdown(history: list[dict]) -> str:
+    if not history:
+        return "no loss logged"
+    lo, hi = min(p["loss"] for p in history), max(p["loss"] for p in history)
+    bars = "▁▂▃▄▅▆▇█"
+    spark = "".join(bars[int((p["loss"] - lo) / (hi - lo + 1e-12) * (len(bars) - 1))] for p in history)
+    every = max(1, len(history) // 20)
+    rows = [f"| {p['step']} | {p['epoch']} | {p['loss']:.4f} |" for p in history[::every]]
+    if history[-1] is not history[::every][-1]:
+        rows.append(f"| {history[-1]['step']} | {history[-1]['epoch']} | {history[-1]['loss']:.4f} |")
+    return "\n".join([f"loss `{spark}` ({hi:.4f} → {history[-1]['loss']:.4f})", "", "| step | epoch | loss |",
+                      "|---|---|---|", *rows])
+
+
+@dg.asset(key=CAPTIONER, partitions_def=captioner_recipes, group_name=GROUP, kinds={"pytorch", "huggingface"},
+          code_version="1", ins={"pairs": dg.AssetIn(PAIRS)}, required_resource_keys={"pipes_subprocess_client", "storage"},
+          **GPU_ASSET_KWARGS,
+          description="The student VLM fine-tuned (TRL SFTTrainer, LoRA on the text model by default) on the teacher's "
+                      "captions, in its own process through Dagster Pipes; a model directory in storage at "
+                      "contextual_captioner/<recipe>/<sha12>/ (data version: the hash of the merged weights).")
+def contextual_captioner(context: dg.AssetExecutionContext, config: CaptionerConfig, pairs: pa.Table):
+    storage: StorageResource = context.resources.storage
+    pipes: dg.PipesSubprocessClient = context.resources.pipes_subprocess_client
+    r = recipe(context.partition_key)
+    base = base_model_path(r, config.base_model)
+    base_label = model_label(base)
+    train = [p for p in pairs.to_pylist() if p["split"] != HELD_OUT]
+    if not train:
+        raise dg.Failure(f"no training pairs: materialize the teacher captions first ({pairs.num_rows} pairs, "
+                         "none in the train split)")
+    key = hashlib.sha256(json.dumps([r.as_dict(), base_label, config.max_steps,
+                                     [p["fingerprint"] for p in train]]).encode()).hexdigest()[:12]
+    work = Path(config.work_dir) if config.work_dir else viscon_home() / "training" / r.name / key
+    train_file = work / "data" / "train.parquet"
+    if not train_file.exists():  # a resumed run keeps the rows its checkpoints were trained on
+        from viscon_dagster.core.captioner.training_data import write_training_file
+
+        images = [storage.path(p["image_path"]).read_bytes() for p in train]
+        write_training_file(train, images, train_file)
+    spec = {"recipe": r.as_dict(), "base_model": base, "train_file": str(train_file), "work_dir": str(work),
+            "overrides": {"max_steps": config.max_steps} if config.max_steps else {}}
+    result = pipes.run(context=context, command=[*config.launcher, TRAINING_MODULE],
+                                         extras=spec).get_materialize_result()
+    sha = result.data_version.value
+    summary = json.loads((work / "train_summary.json").read_text())
+    published = PublishedCaptioner.create(r.name, sha, base_label, _teacher(pairs))
+    counts = {"train": len(train), "test": pairs.num_rows - len(train)}
+    (work / "model" / "training.json").write_text(json.dumps(
+        {"label": published.label, "recipe": r.as_dict(), "base_model": base_label, "teacher": published.teacher,
+         "counts": counts, **{k: v for k, v in summary.items() if k != "weights_sha256"}}, indent=2))
+    (work / "model" / "README.md").write_text(
+        model_card(published.label, r.as_dict(), base_label, published.teacher, counts, summary))
+    _upload(work / "model", storage.path(published.path))
+    write_current(storage.root_path(), published)  # last: the checkpoint is complete when it is named
+    history = summary["loss_history"]
+    return dg.MaterializeResult(data_version=dg.DataVersion(sha), metadata={
+        **(result.metadata or {}), "label": published.label, "path": published.path,
+        "base_model": base_label, "teacher": published.teacher, "train_pairs": len(train),
+        "loss_curve": dg.MetadataValue.md(loss_markdown(history)),
+    })
+
+
+class EvaluationConfig(dg.Config):
+    base_model: str | None = None  # as in the training run's config
+    batch_size: int = 16
+    device: str = "auto"
+    resamples: int = 1000  # bootstrap resamples
+    seed: int = 0
+
+
+def _local_model_dir(storage: StorageResource, published: PublishedCaptioner) -> str:
+    """A local folder of the published checkpoint (S3 roots: downloaded once into $VISCON_HOME/models)."""
+    path = storage.path(published.path)
+    if is_local(path):
+        return local_path(path)
+    target = viscon_home() / "models" / "captioners" / published.recipe / published.sha[:12]
+    if not (target / "config.json").exists():
+        path.fs.get(path.path, str(target), recursive=True)
+    return str(target)
+
+
+@dg.asset(key=EVALUATION, partitions_def=captioner_recipes, group_name=GROUP, kinds={"parquet", "json"},
+          code_version="1", ins={"pairs": dg.AssetIn(PAIRS)}, deps=[dg.AssetDep(CAPTIONER)],
+          check_specs=gate_check_specs(EVALUATION), **GPU_ASSET_KWARGS,
+          description="The untuned base and the tuned captioner caption the held-out split with the same prompts and "
+                      "greedy decoding (journaled); sacrebleu BLEU and rouge-score ROUGE-L with bootstrap intervals "
+                      "and a paired bootstrap; the gate.json the VisCon-1M chain reads.")
+def captioner_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, pairs: pa.Table,
+                         storage: StorageResource):
+    r = recipe(context.partition_key)
+    store = storage.root_path()
+    published = read_current(store, r.name)
+    if published is None:
+        raise dg.Failure(f"no published captioner for recipe {r.name!r}: materialize contextual_captioner first")
+    held_out = [p for p in pairs.to_pylist() if p["split"] == HELD_OUT]
+    if not held_out:
+        raise dg.Failure("the held-out split is empty: more teacher captions are needed to evaluate")
+    tuned_dir = _local_model_dir(storage, published)
+    base = base_model_path(r, config.base_model)
+    if model_label(base) != published.base_model:
+        raise dg.Failure(f"the base model {model_label(base)} is not the one {published.label} was trained from "
+                         f"({published.base_model}): set base_model as in its training run")
+    params = SamplingParams(max_tokens=r.max_new_tokens, temperature=0.0)
+    options = storage.storage_options()
+    requests = [pair_request(p, ImageRef(url=str(storage.path(p["image_path"])), sha256=p["image_sha256"],
+                                         storage_options=options, mime="image/jpeg"), params) for p in held_out]
+    journal = storage.path(*EVALUATION.path, "_journal", r.name)
+    predictions = {}
+    for name, model, label in (("base", base, published.base_model), ("tuned", tuned_dir, published.label)):
+        backend = TransformersLocalBackend(model=model, model_label=label, batch_size=config.batch_size,
+                                           device=config.device)
+        responses = backend.generate(requests, journal_dir=journal, lease_owner=context.run_id)
+        predictions[name] = [(x.text or "").strip() if x.ok else "" for x in responses]
+    refs = [p["caption"] for p in held_out]
+    c = compare(predictions["base"], predictions["tuned"], refs, config.resamples, config.seed)
+    table_md = markdown_table(c, published.base_model, published.label)
+    per = {name: sentence_scores(predictions[name], refs) for name in predictions}
+    rows = pa.table({
+        "doc_id": [p["doc_id"] for p in held_out], "doc_url": [p["doc_url"] for p in held_out],
+        "position": pa.array([p["position"] for p in held_out], pa.int32()),
+        "image_sha256": [p["image_sha256"] for p in held_out], "reference": refs,
+        "base": predictions["base"], "tuned": predictions["tuned"],
+        "base_sentence_bleu": per["base"]["sentence_bleu"], "tuned_sentence_bleu": per["tuned"]["sentence_bleu"],
+        "base_rouge_l": per["base"]["rouge_l"], "tuned_rouge_l": per["tuned"]["rouge_l"],
+    })
+    out = storage.path(*EVALUATION.path, r.name)
+    write_parquet(rows, out / "predictions.parquet")
+    scores = {"recipe": r.name, "checkpoint": published.label, "base_model": published.base_model, **c.as_dict()}
+    write_text_atomic(out / "scores.json", json.dumps(scores, indent=2) + "\n")
+    write_text_atomic(out / "scores.md", table_md + "\n")
+    write_gate(store, GateResult(r.name, published.sha, c.beats_base(), scores))
+    _update_card(storage, published, table_md)
+    return dg.MaterializeResult(metadata={
+        "checkpoint": published.label, "held_out": c.n, "scores": dg.MetadataValue.md(table_md),
+        "bleu_base": c.base.bleu.value, "bleu_tuned": c.tuned.bleu.value, "rouge_l_base": c.base.rouge_l.value,
+        "rouge_l_tuned": c.tuned.rouge_l.value, "bleu_signature": c.bleu_signature, "gate_passed": c.beats_base(),
+        "predictions": f"{'/'.join(EVALUATION.path)}/{r.name}/predictions.parquet",
+    }, check_results=check_gate(c, EVALUATION))
+
+
+def _update_card(storage: StorageResource, published: PublishedCaptioner, table_md: str) -> None:
+    """Put the evaluation into the checkpoint's model card (the weights, and so the sha, stay as they are)."""
+    model_dir = storage.path(published.path)
+    info = json.loads((model_dir / "training.json").read_text())
+    write_text_atomic(model_dir / "README.md", model_card(published.label, info["recipe"], info["base_model"],
+                                                          info["teacher"], info["counts"], info, table_md))
+
+
+captioner_assets = [captioner_training_pairs, contextual_captioner, captioner_evaluation]

@@ -1,0 +1,57 @@
+"""Checks of the captioner: no page or image in both splits (blocking); the tuned model beats the base
+(blocking) and, as a warning, by the paper's margin."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+
+from viscon_dagster.checks.gx_runner import run_suite
+from viscon_dagster.core.captioner.metrics import PAPER_GAIN, Comparison
+from viscon_dagster.core.captioner.pairs import leaks
+
+SPLIT_CHECK = "split_is_disjoint"
+BEATS_BASE_CHECK = "tuned_beats_base"
+PAPER_GAIN_CHECK = "gain_reaches_paper"
+
+
+def split_check_spec(asset_key) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(SPLIT_CHECK, asset=asset_key, blocking=True,
+                             description="no image sha256 and no page URL in both the train and the held-out split")
+
+
+def check_split(pairs: pa.Table, asset_key) -> dg.AssetCheckResult:
+    found = leaks(pairs)
+    frame = pd.DataFrame({
+        "image_in_both_splits": [v in set(found["image_sha256"]) for v in pairs.column("image_sha256").to_pylist()],
+        "page_in_both_splits": [v in set(found["doc_url"]) for v in pairs.column("doc_url").to_pylist()],
+    })
+
+    def build(E):
+        return [E.ExpectColumnValuesToBeInSet(column=c, value_set=[False]) for c in frame.columns]
+
+    return run_suite(frame, "captioner_split", build, asset_key, SPLIT_CHECK)
+
+
+def gate_check_specs(asset_key) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(BEATS_BASE_CHECK, asset=asset_key, blocking=True,
+                          description="the tuned captioner beats the untuned base on corpus BLEU and ROUGE-L"),
+        dg.AssetCheckSpec(PAPER_GAIN_CHECK, asset=asset_key,
+                          description=f"warns when the gain is below the paper's (+{PAPER_GAIN['bleu']:g} BLEU, "
+                                      f"+{PAPER_GAIN['rouge_l']:g} ROUGE-L)"),
+    ]
+
+
+def check_gate(c: Comparison, asset_key) -> list[dg.AssetCheckResult]:
+    gains = {"bleu_gain": c.gain["bleu"], "rouge_l_gain": c.gain["rouge_l"],
+             "bleu_p_value": c.p_value["bleu"], "rouge_l_p_value": c.p_value["rouge_l"]}
+    return [
+        dg.AssetCheckResult(check_name=BEATS_BASE_CHECK, asset_key=asset_key, passed=c.beats_base(),
+                            severity=dg.AssetCheckSeverity.ERROR, metadata=gains),
+        dg.AssetCheckResult(check_name=PAPER_GAIN_CHECK, asset_key=asset_key, passed=c.meets_paper(),
+                            severity=dg.AssetCheckSeverity.WARN,
+                            metadata={**gains, "paper_bleu_gain": PAPER_GAIN["bleu"],
+                                      "paper_rouge_l_gain": PAPER_GAIN["rouge_l"]}),
+    ]
