@@ -1,6 +1,7 @@
 """One benchmark run of viscon's fetcher (all safety features on); prints a JSON line of stats.
 
-    python benchmarks/images/run_viscon.py --urls urls.txt --out DIR [--cpu-pool thread|process]
+    python benchmarks/images/run_viscon.py --urls urls.txt --out DIR [--cpu-pool default|thread|process]
+        [--cpu-workers N]
 """
 
 from __future__ import annotations
@@ -20,14 +21,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--urls", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--cpu-pool", default="thread")
+    parser.add_argument("--cpu-pool", default="default", help="default: ImageSettings' own")
+    parser.add_argument("--cpu-workers", type=int)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
     urls = Path(args.urls).read_text().split()
     requests = [ImageRequest(f"doc{i}", f"https://example.org/{i}", 0, u) for i, u in enumerate(urls)]
     # defaults everywhere (robots.txt, X-Robots-Tag, SSRF guard, size/pixel limits, phash, dedup,
     # journal), except that the loopback benchmark server must be allow-listed
-    settings = ImageSettings(allowed_hosts=("127.0.0.1",), cpu_pool=args.cpu_pool, concurrency=args.concurrency)
+    tuning = {"cpu_pool": args.cpu_pool} if args.cpu_pool != "default" else {}
+    if args.cpu_workers:
+        tuning["cpu_workers"] = args.cpu_workers
+    settings = ImageSettings(allowed_hosts=("127.0.0.1",), concurrency=args.concurrency, **tuning)
     started = time.perf_counter()
     result = fetch_images(requests, UPath(Path(args.out).resolve()), settings, shard="bench")
     wall = time.perf_counter() - started

@@ -10,6 +10,7 @@ from upath import UPath
 
 from viscon_dagster.core.images import (
     ImageRequest,
+    ImageSettings,
     ImageStorageError,
     fetch_images,
     load_url_doc_counts,
@@ -145,7 +146,7 @@ def test_same_url_in_two_documents_is_fetched_once(server, settings, tmp_path):
 
 def test_process_pool_gives_the_same_result(server, settings, tmp_path):
     urls = [server.url("/img/good.png"), server.url("/img/cmyk.jpg")]
-    threads = fetch_images(reqs(urls), UPath(tmp_path / "a"), settings)
+    threads = fetch_images(reqs(urls), UPath(tmp_path / "a"), dataclasses.replace(settings, cpu_pool="thread"))
     procs = fetch_images(reqs(urls), UPath(tmp_path / "b"), dataclasses.replace(settings, cpu_pool="process"))
     for col in ("status", "sha256", "phash", "width", "height"):
         assert threads.table.column(col).to_pylist() == procs.table.column(col).to_pylist()
@@ -195,3 +196,35 @@ def test_url_counts_on_s3_are_summed_across_many_shards(s3_server, s3_bucket):
                                                                            "https://a/8.jpg"}) == {
         "https://a/logo.png": 39, "https://a/8.jpg": 2}
     assert len(load_url_doc_counts(store)) == 41
+
+
+def test_auto_pool_uses_processes_for_big_runs_only():
+    from viscon_dagster.core.images.acquire import cpu_pool_kind
+    from viscon_dagster.core.images.settings import PROCESS_POOL_MIN_URLS
+
+    auto = ImageSettings()
+    assert auto.cpu_pool == "auto"
+    assert cpu_pool_kind(auto, PROCESS_POOL_MIN_URLS) == "process"
+    assert cpu_pool_kind(auto, PROCESS_POOL_MIN_URLS - 1) == "thread"
+    assert cpu_pool_kind(dataclasses.replace(auto, cpu_pool="thread"), 10**6) == "thread"
+    assert cpu_pool_kind(dataclasses.replace(auto, cpu_pool="process"), 1) == "process"
+    with pytest.raises(ValueError, match="cpu_pool"):
+        ImageSettings(cpu_pool="fork")
+
+
+def test_big_run_in_the_default_process_pool_matches_threads(server, settings, tmp_path):
+    """From PROCESS_POOL_MIN_URLS URLs on, the default decodes in processes: same rows as in threads."""
+    from viscon_dagster.core.images.settings import PROCESS_POOL_MIN_URLS
+
+    names = ["good.jpg", "good.png", "good.webp", "anim.gif", "cmyk.jpg", "rgba.png", "palette.png", "big.jpg",
+             "tiny.png", "wide.png", "bomb.png", "html_as.jpg"]
+    urls = [server.url(f"/img/{n}") for n in names]
+    urls += [server.url(f"/copy/p2{i % 6}.jpg?n={i}") for i in range(PROCESS_POOL_MIN_URLS)]
+    auto = dataclasses.replace(settings, cpu_pool=ImageSettings().cpu_pool)
+    procs = fetch_images(reqs(urls), UPath(tmp_path / "a"), auto)
+    threads = fetch_images(reqs(urls), UPath(tmp_path / "b"), dataclasses.replace(settings, cpu_pool="thread"))
+    for col in ("status", "sha256", "phash", "width", "height", "path"):
+        assert procs.table.column(col).to_pylist() == threads.table.column(col).to_pylist(), col
+    assert procs.status_counts["ok"] == 8 + 6 and procs.status_counts["duplicate"] == PROCESS_POOL_MIN_URLS - 6
+    assert {"too_small", "bad_aspect", "decompression_bomb", "not_image"} <= set(procs.status_counts)
+    assert all((tmp_path / "a" / p).exists() for p in procs.table.column("path").to_pylist() if p)

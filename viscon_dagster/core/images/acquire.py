@@ -48,7 +48,7 @@ from .fetch import HttpFetcher, read_local_file, read_s3_object
 from .journal import OUTCOME_SCHEMA, Journal
 from .normalise import Normalised, NormaliseParams, normalise
 from .safety import Refused
-from .settings import ImageSettings
+from .settings import PROCESS_POOL_MIN_URLS, ImageSettings
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,13 @@ def interleave_by_host(urls: Iterable[str]) -> list[str]:
     return [u for group in itertools.zip_longest(*by_host.values()) for u in group if u is not None]
 
 
+def cpu_pool_kind(settings: ImageSettings, n_urls: int) -> str:
+    """The pool a run decodes in: "process" or "thread" (`cpu_pool="auto"` decides by the URLs to fetch)."""
+    if settings.cpu_pool == "auto":
+        return "process" if n_urls >= PROCESS_POOL_MIN_URLS else "thread"
+    return settings.cpu_pool
+
+
 def _outcome(url: str, **values: Any) -> dict[str, Any]:
     row = dict.fromkeys(OUTCOME_SCHEMA.names)
     row.update(image_url=url, bytes_in=0)
@@ -139,12 +146,12 @@ def _outcome(url: str, **values: Any) -> dict[str, Any]:
 class _Run:
     """State of one shard's acquisition run."""
 
-    def __init__(self, store: UPath, settings: ImageSettings, journal: Journal):
+    def __init__(self, store: UPath, settings: ImageSettings, journal: Journal, n_urls: int):
         self.store, self.s, self.journal = store, settings, journal
         self.params = NormaliseParams(settings.min_side, settings.max_aspect_ratio, settings.max_side,
                                       settings.jpeg_quality, settings.max_pixels, settings.allowed_formats,
                                       settings.resample)
-        if settings.cpu_pool == "process":
+        if cpu_pool_kind(settings, n_urls) == "process":
             # forkserver: workers start from a clean process, not from a fork of this threaded one
             self.cpu: Executor = ProcessPoolExecutor(settings.cpu_workers, mp_context=mp.get_context("forkserver"))
         else:
@@ -274,7 +281,7 @@ async def afetch_images(requests: Iterable[ImageRequest], store: UPath, settings
         raise ImageStorageError(f"cannot read the image journal under {journal.folder}: "
                                 f"{type(e).__name__}: {e}") from e
     todo = [u for u in dict.fromkeys(r.image_url for r in reqs) if u not in frequent and u not in done]
-    run = _Run(store, s, journal)
+    run = _Run(store, s, journal, len(todo))
     await run.run(todo)
     fetched = run.outcomes
 

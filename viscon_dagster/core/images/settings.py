@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+PROCESS_POOL_MIN_URLS = 200  # cpu_pool="auto": a run with fewer URLs to fetch decodes in threads
+
 DEFAULT_USER_AGENT = (
     "viscon-dagster/0.1 (research image-text dataset builder; honours robots.txt and "
     "X-Robots-Tag noai/noimageai)"
@@ -29,7 +31,10 @@ class ImageSettings:
     concurrency: int = 64  # requests in flight, all hosts together
     per_host_concurrency: int = 8
     cpu_workers: int = field(default_factory=lambda: os.cpu_count() or 2)
-    cpu_pool: Literal["thread", "process"] = "thread"  # Pillow releases the GIL; threads suffice
+    # "process": decoding never waits for the event loop's GIL (threads share it with the loop and
+    # leave cores idle: docs/benchmarks.md); "auto": processes from PROCESS_POOL_MIN_URLS URLs on,
+    # threads below (there the workers' start-up, a second or more, would dominate)
+    cpu_pool: Literal["auto", "thread", "process"] = "auto"
     io_workers: int = 16  # storage writes and file:// / s3:// reads
 
     # --- safety
@@ -70,8 +75,8 @@ class ImageSettings:
                      "max_bytes", "max_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if self.cpu_pool not in ("thread", "process"):
-            raise ValueError("cpu_pool must be 'thread' or 'process'")
+        if self.cpu_pool not in ("auto", "thread", "process"):
+            raise ValueError("cpu_pool must be 'auto', 'thread' or 'process'")
         if self.resample not in ("lanczos", "bicubic", "bilinear", "box"):
             raise ValueError("resample must be one of lanczos, bicubic, bilinear, box")
         # lists from config become tuples, so the settings stay immutable
