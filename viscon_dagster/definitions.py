@@ -6,17 +6,29 @@ variables or `build_definitions(...)`; asset code never does.
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
+from viscon_dagster.assets.captioner import captioner_assets
 from viscon_dagster.assets.chain import Chain, ChainSpec, build_chain
-from viscon_dagster.automation import obelics_shard_sensor
-from viscon_dagster.environment import env_secret, image_fetcher, model_backend, s3_resource
-from viscon_dagster.partitions import obelics_shards
+from viscon_dagster.automation import automation_sensors, obelics_shard_sensor
+from viscon_dagster.environment import (
+    backend_options,
+    env_secret,
+    executor_from_env,
+    image_fetcher,
+    model_backend,
+    s3_resource,
+)
+from viscon_dagster.partitions import obelics_shards, obelics_shards_1m
+from viscon_dagster.resources.captioner_backend import CaptionerBackend, captioner_recipe, version_label
 from viscon_dagster.resources.embedder import EmbedderResource
 from viscon_dagster.resources.hub import HubResource
 from viscon_dagster.resources.image_fetcher import ImageFetcherResource
 from viscon_dagster.resources.io_manager import ParquetIOManager
+from viscon_dagster.resources.local_models import model_label
 from viscon_dagster.resources.models import ModelBackend
 from viscon_dagster.resources.shard_source import ShardSourceResource
 from viscon_dagster.resources.storage import StorageResource
@@ -26,32 +38,76 @@ SHARD_JOB = "shard_chain"
 RELEASE_JOB = "release"
 
 
-def chains() -> list[Chain]:
-    """Every chain this code location serves (a second one is one more `build_chain(ChainSpec(...))`)."""
-    return [build_chain(ChainSpec(partitions_def=obelics_shards))]
+def viscon_1m_spec(recipe: str) -> ChainSpec:
+    """VisCon-1M: the same chain on its own shards, captioned by the trained captioner of `recipe`. Its captions
+    depend on that recipe's checkpoint and evaluation, so a new checkpoint marks them stale."""
+    upstream = dg.SpecificPartitionsPartitionMapping([recipe])
+    return ChainSpec(partitions_def=obelics_shards_1m, key_prefix=("viscon_1m",), group="viscon_1m",
+                     release_name="viscon_1m_release", caption_model_key="captioner_model",
+                     caption_deps=(dg.AssetDep("contextual_captioner", partition_mapping=upstream),
+                                   dg.AssetDep("captioner_evaluation", partition_mapping=upstream)))
+
+
+def chains(labels: dict[str, str] | None = None, recipe: str | None = None) -> list[Chain]:
+    """Every chain this code location serves (a second one is one more `build_chain(ChainSpec(...), labels)`)."""
+    return [build_chain(ChainSpec(partitions_def=obelics_shards), labels),
+            build_chain(viscon_1m_spec(recipe or captioner_recipe()), labels)]
+
+
+def captioner_backend(storage: StorageResource, recipe: str) -> ModelBackend:
+    """VisCon-1M's caption model: the trained captioner (transformers) unless VISCON_CAPTIONER_BACKEND names
+    another backend for its published folder or server (vllm, openai: resources/captioner_backend.py)."""
+    if os.environ.get("VISCON_CAPTIONER_BACKEND", "transformers") == "transformers" \
+            and not os.environ.get("VISCON_CAPTIONER_MODEL"):
+        return CaptionerBackend(recipe=recipe, storage=storage, **backend_options("captioner", CaptionerBackend))
+    return model_backend("captioner")
+
+
+def chain_for_set(shard_set: str) -> Chain:
+    """The chain whose shard partitions are the named set (`100k`, `1m`: core/shards/registry.SHARD_SETS)."""
+    from viscon_dagster.core.shards.registry import SHARD_SETS, check_set
+
+    name = SHARD_SETS[check_set(shard_set)]
+    found = [c for c in chains() if c.spec.partitions_def.name == name]
+    if not found:
+        raise ValueError(f"no chain runs on the {shard_set} shard set ({name}) in this code location yet")
+    return found[0]
+
+
+def model_labels(resources: dict) -> dict[str, str]:
+    """Resource key → the label of its model, for the assets' code versions (assets/chain.py)."""
+    labels = {k: r.model_id for k, r in resources.items() if isinstance(r, ModelBackend)}
+    return {**labels, "tokenizer": resources["tokenizer"].label,
+            "embedder": model_label(resources["embedder"].model_id)}
 
 
 def build_definitions(storage_root: str | None = None, s3: S3Resource | None = None,
                       tokenizer: str | None = None, fetcher: ImageFetcherResource | None = None,
                       caption_model: ModelBackend | None = None, qa_model: ModelBackend | None = None,
-                      ) -> dg.Definitions:
+                      captioner_model: ModelBackend | None = None) -> dg.Definitions:
     storage = StorageResource(root=storage_root, s3=s3 or s3_resource())
-    built = chains()
+    resources = {
+        "storage": storage,
+        "io_manager": ParquetIOManager(storage=storage),
+        "tokenizer": TokenizerResource(name_or_path=tokenizer),
+        "image_fetcher": fetcher or image_fetcher(),
+        "caption_model": caption_model or model_backend("caption"),
+        "qa_model": qa_model or model_backend("qa"),
+        "embedder": EmbedderResource(),
+        "hub": HubResource(token=env_secret("HF_TOKEN")),
+        "shard_source": ShardSourceResource(),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),  # the captioner's training process
+    }
+    recipe = captioner_recipe()
+    captioner = captioner_model or captioner_backend(storage, recipe)
+    built = chains({**model_labels(resources), "captioner_model": version_label(captioner)}, recipe)
+    resources["captioner_model"] = captioner  # after model_labels: its label is read from storage at run time
     return dg.Definitions(
-        assets=[a for c in built for a in c.assets],
+        assets=[a for c in built for a in c.assets] + captioner_assets,
         jobs=[j for c in built for j in c.jobs],
-        sensors=[obelics_shard_sensor],
-        resources={
-            "storage": storage,
-            "io_manager": ParquetIOManager(storage=storage),
-            "tokenizer": TokenizerResource(name_or_path=tokenizer),
-            "image_fetcher": fetcher or image_fetcher(),
-            "caption_model": caption_model or model_backend("caption"),
-            "qa_model": qa_model or model_backend("qa"),
-            "embedder": EmbedderResource(),
-            "hub": HubResource(token=env_secret("HF_TOKEN")),
-            "shard_source": ShardSourceResource(),
-        },
+        sensors=[obelics_shard_sensor, *automation_sensors([c.spec.group for c in built])],
+        resources=resources,
+        executor=executor_from_env(),  # VISCON_EXECUTOR=k8s: a pod per step (deploy/helm)
     )
 
 

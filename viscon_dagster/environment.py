@@ -90,3 +90,21 @@ def model_backend(role: str) -> ModelBackend:
         options = {"base_url": os.environ.get(prefix + "BASE_URL") or None,
                    "api_key": env_secret(os.environ.get(prefix + "API_KEY_ENV", "OPENAI_API_KEY")), **options}
     return cls(model=model, **options)
+
+
+EXECUTORS = ("multiprocess", "k8s")
+
+
+def executor_from_env():
+    """VISCON_EXECUTOR: `multiprocess` (Dagster's default: steps in subprocesses of the run) or `k8s`
+    (dagster-k8s' k8s_job_executor: each step in its own pod, so GPU steps get GPU pods; deploy/helm)."""
+    kind = os.environ.get("VISCON_EXECUTOR", "multiprocess").strip() or "multiprocess"
+    if kind not in EXECUTORS:
+        raise SettingError(f"VISCON_EXECUTOR={kind!r}: use one of {', '.join(EXECUTORS)}")
+    if kind == "multiprocess":
+        return None
+    try:
+        from dagster_k8s import k8s_job_executor
+    except ImportError:
+        raise SettingError("VISCON_EXECUTOR=k8s needs dagster-k8s: install the project's [deploy] extra") from None
+    return k8s_job_executor

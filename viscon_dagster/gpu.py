@@ -5,11 +5,15 @@
 - `K8S_GPU_OP_TAGS`: the `dagster-k8s/config` op tag; under `k8s_job_executor` each GPU step gets its own pod
   asking for one GPU, scheduled on GPU nodes (node selector of NVIDIA's GPU feature discovery, the usual taint).
 - `gpu_run_tags()`: run tags of a run holding GPU steps; `EcsRunLauncher` applies `ecs/container_overrides`
-  (one GPU for the run's container) and `ecs/run_task_kwargs` (the GPU capacity provider: EC2, Fargate has none).
+  (one GPU for the run's container) and `ecs/run_task_kwargs` (the GPU task definition and capacity provider:
+  EC2, Fargate has no GPUs).
+- `VISCON_GPU_STEP_PODS=0`: the models run behind a `vllm serve` fleet, so GPU steps' pods ask for no GPU
+  (the `gpu` pool still bounds how many call the fleet at once).
 """
 from __future__ import annotations
 
 import json
+import os
 
 GPU_POOL = "gpu"
 ACCELERATOR_TAG = "viscon/accelerator"
@@ -26,12 +30,21 @@ K8S_GPU_OP_TAGS = {K8S_CONFIG_TAG: {
 
 ECS_CONTAINER_OVERRIDES_TAG = "ecs/container_overrides"
 ECS_RUN_TASK_KWARGS_TAG = "ecs/run_task_kwargs"
-ECS_GPU_CAPACITY_PROVIDER = "viscon-gpu"
+ECS_GPU_CAPACITY_PROVIDER = "viscon-gpu"      # deploy/ecs: an EC2 GPU auto-scaling group's capacity provider
+ECS_GPU_TASK_DEFINITION = "viscon-gpu-run"     # deploy/ecs/gpu-task-definition.json: the CUDA image
 ECS_GPU_CONTAINER_OVERRIDES = {"resourceRequirements": [{"type": "GPU", "value": "1"}]}
-ECS_GPU_RUN_TASK_KWARGS = {"capacityProviderStrategy": [{"capacityProvider": ECS_GPU_CAPACITY_PROVIDER, "weight": 1}]}
+ECS_GPU_RUN_TASK_KWARGS = {"taskDefinition": ECS_GPU_TASK_DEFINITION,
+                           "capacityProviderStrategy": [{"capacityProvider": ECS_GPU_CAPACITY_PROVIDER, "weight": 1}]}
 
-# keyword arguments of a GPU asset: @dg.asset(..., **GPU_ASSET_KWARGS)
-GPU_ASSET_KWARGS = {"pool": GPU_POOL, "tags": {ACCELERATOR_TAG: ACCELERATOR_GPU}, "op_tags": K8S_GPU_OP_TAGS}
+
+def gpu_asset_kwargs() -> dict:
+    """Keyword arguments of a GPU asset: @dg.asset(..., **GPU_ASSET_KWARGS)."""
+    pods_ask_for_gpu = os.environ.get("VISCON_GPU_STEP_PODS", "1").strip() != "0"
+    return {"pool": GPU_POOL, "tags": {ACCELERATOR_TAG: ACCELERATOR_GPU},
+            "op_tags": K8S_GPU_OP_TAGS if pods_ask_for_gpu else {}}
+
+
+GPU_ASSET_KWARGS = gpu_asset_kwargs()
 
 
 def gpu_run_tags() -> dict[str, str]:
