@@ -42,6 +42,14 @@ SCALE_FACTOR = 2
 IMAGE_SEQ_LEN = (IMAGE_SIZE // PATCH_SIZE) ** 2 // SCALE_FACTOR**2  # 4 tokens per image
 
 
+# Random weights almost never pick `"`, so every JSON string of a Q&A answer runs to its length cap and
+# each answer to ~390 tokens. A logit bias on `"` (in the saved generation_config, which transformers
+# applies at every step; the JSON grammar still decides where a quote may go) ends strings after a few
+# tokens: ~290 tokens an answer instead of ~390. A few strings then close empty and those answers are
+# recorded as unparsable, as a weak real model's would be.
+QUOTE_BIAS = 3.0
+
+
 def _text_config(tok, hidden: int = 64) -> dict:
     # head_dim 32: the smallest vLLM's CPU attention kernels take
     return dict(
@@ -62,7 +70,8 @@ def build_tiny_lm(out_dir: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = LlamaForCausalLM(LlamaConfig(**_text_config(tok)))
     model.generation_config = GenerationConfig(
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        sequence_bias=[[[tok.convert_tokens_to_ids('"')], QUOTE_BIAS]])
     model.save_pretrained(out)
     return out
 

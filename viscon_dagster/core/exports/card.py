@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -27,6 +28,47 @@ OBELICS_BIBTEX = """@inproceedings{laurencon2023obelics,
   eprint    = {2306.16527},
   archivePrefix = {arXiv}
 }"""
+
+
+LOCAL_URL_PREFIX = "local:"
+
+
+@dataclass(frozen=True)
+class CaptionerLineage:
+    """A trained captioner that wrote captions of the release (VisCon-1M): for its card section."""
+    label: str  # contextual-captioner/<recipe>@<sha12>
+    recipe: str
+    base_model: str | None
+    teacher: str | None  # the caption model whose captions it was trained on
+    train_pairs: int | None
+    gate_passed: bool | None  # None: no evaluation recorded for this checkpoint
+    metrics_markdown: str | None  # the evaluation's table (BLEU, ROUGE-L, tuned vs base)
+
+
+def captioner_markdown(captioners: list[CaptionerLineage]) -> str:
+    if not captioners:
+        return ""
+    parts = ["## Captioner", "",
+             "The captions were written by a trained contextual captioner, not by the teacher model: a student "
+             "VLM fine-tuned on the teacher's contextual captions (the VisCon-100K chain), evaluated on held-out "
+             "pages against its untuned base.", ""]
+    for c in captioners:
+        gate = {True: "passed", False: "failed", None: "not recorded"}[c.gate_passed]
+        parts += [f"### `{c.label}`", "",
+                  f"- recipe: `{c.recipe}`", f"- base model: `{c.base_model or 'unknown'}`",
+                  f"- teacher (whose captions it learned from): `{c.teacher or 'unknown'}`",
+                  f"- training pairs: {c.train_pairs if c.train_pairs is not None else 'unknown'}",
+                  f"- evaluation gate: {gate}", "",
+                  c.metrics_markdown or "No evaluation recorded for this checkpoint.", ""]
+    return "\n".join(parts) + "\n"
+
+
+def shareable_url(url: str | None) -> str | None:
+    """A source URL fit for a release: web, S3 and hub URLs as they are; a local file (`file://`, a bare path)
+    only by its file name, `local:<name>`, since its path belongs to the machine that read it."""
+    if not url or "://" in url and not url.startswith("file://"):
+        return url
+    return LOCAL_URL_PREFIX + url.rstrip("/").rsplit("/", 1)[-1]
 
 
 def leakage_by_kind(samples: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -88,7 +130,7 @@ def _leakage_table(leakage: dict[str, Any] | None) -> str:
 
 def render_card(counts: dict[str, dict[str, int]], lineage: dict[str, list[str]],
                 leakage: dict[str, Any] | None = None, *, pretty_name: str = "VisCon (reproduction)",
-                default_mix: str = "leaky", notes: str = "") -> str:
+                default_mix: str = "leaky", notes: str = "", captioners: list[CaptionerLineage] | None = None) -> str:
     """counts: mix → split → records; lineage: column → distinct values (models, prompt versions)."""
     if default_mix not in counts and counts:
         default_mix = sorted(counts)[0]
@@ -120,8 +162,10 @@ records; `noncontextual` — a control caption written without the page (only wh
 
 Columns: `id`, `mix`, `content` (what the turns hold), `image` (embedded JPEG), `conversations`
 (`[{{"from": "human"|"gpt", "value"}}]`, `<image>` once in the first human turn; MCQ options as `A. …`
-lines, answered with the letter), and lineage: `shard`, `doc_id`, `doc_url`, `image_url`, `image_sha256`,
-`caption_model`, `qa_model`, `caption_prompt_version`, `qa_prompt_version`.
+lines, answered with the letter), and lineage: `shard`, `doc_id`, `doc_url`, `image_url` (`local:<file name>`
+where the source was a local file), `image_sha256`, `caption_model`, `qa_model`, `caption_prompt_version`,
+`qa_prompt_version`. Models are named by label (a hub id, `<folder>@<digest>` for a local checkpoint,
+`contextual-captioner/<recipe>@<sha12>` for a trained captioner), never by a path.
 
 ```python
 from datasets import load_dataset
@@ -132,7 +176,7 @@ ds = load_dataset("<this repo or folder>", "{default_mix}", split="train")
 
 {_table(["field", "values"], model_rows)}
 
-## Leakage
+{captioner_markdown(captioners or [])}## Leakage
 
 Share of each answer's content words already in the caption (1.0: answerable from the caption alone).
 

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 from upath import UPath
 
+from viscon_dagster.core.exports.card import shareable_url
 from viscon_dagster.core.exports.storage_io import read_images
 from viscon_dagster.core.files.atomic import is_local, local_path, write_text_atomic
 from viscon_dagster.core.files.parquet import partition_file
@@ -206,7 +207,7 @@ def load_records(sources: PreviewSources, chosen: dict[str, list[tuple[str, str]
             r = rows[(shard, rid)]
             image_key = (shard, r["doc_id"], r["image_sha256"])
             records.append(PreviewRecord(
-                mix=mix, id=rid, doc_url=r["doc_url"], image=r["image"], image_url=r.get("image_url"),
+                mix=mix, id=rid, doc_url=r["doc_url"], image=r["image"], image_url=shareable_url(r.get("image_url")),
                 caption=captions.get(image_key), turns=_with_leakage(r["conversations"], pairs.get(image_key, [])),
                 lineage={label: r.get(col) for label, col in LINEAGE}))
     return records

@@ -14,7 +14,9 @@ format's folder is replaced on every run, so a rerun never leaves stale shards b
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Iterable
@@ -25,7 +27,8 @@ from typing import Any
 import pyarrow as pa
 from upath import UPath
 
-from viscon_dagster.core.exports.card import render_card
+from viscon_dagster.core.captioner.published import EVALUATION_ASSET, checkpoint_dir, read_gate
+from viscon_dagster.core.exports.card import CaptionerLineage, render_card, shareable_url
 from viscon_dagster.core.exports.llava import LlavaWriter
 from viscon_dagster.core.exports.parquet import DEFAULT_MAX_SHARD_BYTES, hf_export, idefics_export
 from viscon_dagster.core.exports.split import DEFAULT_TEST_FRACTION, split_for
@@ -33,6 +36,7 @@ from viscon_dagster.core.exports.storage_io import copy_tree, file_sizes, read_i
 from viscon_dagster.core.files.atomic import write_text_atomic
 
 FORMATS = ("llava", "idefics", "hf")
+CAPTIONER_LABEL = re.compile(r"contextual-captioner/([^@/]+)@([0-9a-f]{12})")
 CARD_LINEAGE = ("caption_model", "qa_model", "caption_prompt_version", "qa_prompt_version", "shard")
 
 
@@ -97,6 +101,7 @@ def export_conversations(tables: Iterable[pa.Table], root: UPath, out: UPath, *,
             summary.records_missing_image += len(rows) - len(ok)
             for r in ok:
                 r["split"] = split_for(r["doc_url"], test_fraction, split_seed)
+                r["image_url"] = shareable_url(r.get("image_url"))
                 exported_images.add(r["image"])
                 for c in CARD_LINEAGE:
                     if r.get(c):
@@ -108,14 +113,36 @@ def export_conversations(tables: Iterable[pa.Table], root: UPath, out: UPath, *,
         w.close()
         summary.counts[name] = _nested(w.counts)
     if "hf" in active:
+        captioners = [c for c in map(lambda label: captioner_lineage(root, label), sorted(lineage["caption_model"]))
+                      if c is not None]
         card = render_card(summary.counts["hf"], {c: sorted(v) for c, v in lineage.items()}, leakage,
-                           pretty_name=pretty_name, default_mix=default_mix)
+                           pretty_name=pretty_name, default_mix=default_mix, captioners=captioners)
         write_text_atomic(out / "hf" / "README.md", card)
     for name in active:
         sizes = file_sizes(out / name)
         summary.files[name] = [f"{name}/{rel}" for rel in sizes]
         summary.bytes[name] = sum(sizes.values())
     return summary
+
+
+def captioner_lineage(root: UPath, label: str) -> CaptionerLineage | None:
+    """What the card says about a trained captioner named by `label` (`contextual-captioner/<recipe>@<sha12>`):
+    its base model and teacher from its checkpoint's training.json, and its evaluation when the recorded gate is
+    for that checkpoint. None for any other model."""
+    match = CAPTIONER_LABEL.fullmatch(label)
+    if match is None:
+        return None
+    recipe, sha12 = match.groups()
+    training = root / checkpoint_dir(recipe, sha12) / "training.json"
+    info = json.loads(training.read_text()) if training.exists() else {}
+    gate = read_gate(root, recipe)
+    evaluated = gate is not None and gate.checkpoint_sha.startswith(sha12)
+    scores = root / EVALUATION_ASSET / recipe / "scores.md"
+    return CaptionerLineage(
+        label=label, recipe=recipe, base_model=info.get("base_model"), teacher=info.get("teacher"),
+        train_pairs=(info.get("counts") or {}).get("train"),
+        gate_passed=gate.passed if evaluated else None,
+        metrics_markdown=scores.read_text().strip() if evaluated and scores.exists() else None)
 
 
 def parse_hf_target(target: str) -> tuple[str, str | None]:

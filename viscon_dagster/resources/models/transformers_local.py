@@ -64,8 +64,13 @@ class TransformersLocalBackend(ModelBackend):
                 self._loaded = self._load_now()
             return self._loaded
 
-    def _load_now(self) -> _Loaded:
+    def _checkpoint(self) -> str:
+        """The folder (or cached hub id) to load; a subclass may resolve it at run time."""
         require_local_model(self.model, "the checkpoint folder", MODEL_SETTING)
+        return self.model
+
+    def _load_now(self) -> _Loaded:
+        checkpoint = self._checkpoint()
         import torch
         from transformers import (
             AutoConfig,
@@ -81,16 +86,16 @@ class TransformersLocalBackend(ModelBackend):
         dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
                  "float16": torch.float16}[self.dtype]
         kw = dict(local_files_only=self.local_files_only)
-        config = AutoConfig.from_pretrained(self.model, **kw)
+        config = AutoConfig.from_pretrained(checkpoint, **kw)
         is_vlm = getattr(config, "vision_config", None) is not None
         if is_vlm:
-            processor = AutoProcessor.from_pretrained(self.model, **kw)
+            processor = AutoProcessor.from_pretrained(checkpoint, **kw)
             tokenizer = processor.tokenizer
-            model = AutoModelForImageTextToText.from_pretrained(self.model, dtype=dtype, **kw)
+            model = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=dtype, **kw)
         else:
             processor = None
-            tokenizer = AutoTokenizer.from_pretrained(self.model, **kw)
-            model = AutoModelForCausalLM.from_pretrained(self.model, dtype=dtype, **kw)
+            tokenizer = AutoTokenizer.from_pretrained(checkpoint, **kw)
+            model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype, **kw)
         tokenizer.padding_side = "left"  # decoder-only batched generation continues from the right edge
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -179,7 +184,7 @@ class TransformersLocalBackend(ModelBackend):
         for j, r in enumerate(requests):
             if r.images() and not st.is_vlm:  # a request this model cannot take: a row, not a crash
                 await emit(j, self._response(fingerprints[j], status="error", error_kind="bad_request",
-                                             error=f"{self.model} is a text-only model; the request has images"))
+                                             error=f"{self.model_id} is a text-only model; the request has images"))
                 continue
             # one generate call needs one schema, one set of sampling params, and images for all or none
             key = json.dumps([r.json_schema, r.params.model_dump(), bool(r.images())], sort_keys=True)
