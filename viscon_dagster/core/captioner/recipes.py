@@ -56,8 +56,8 @@ RECIPES: dict[str, Recipe] = {
     for r in (
         # The demo: a tiny random-weight student, a few optimiser steps, seconds on a CPU.
         Recipe(name="tiny-demo", base_model=TINY_STUDENT, lora_r=8, lora_alpha=16, lora_dropout=0.0,
-               learning_rate=5e-3, num_train_epochs=3, per_device_train_batch_size=8,
-               gradient_accumulation_steps=1, save_steps=10, max_new_tokens=32),
+               learning_rate=1e-2, num_train_epochs=1, per_device_train_batch_size=4,
+               gradient_accumulation_steps=1, save_steps=4, max_new_tokens=32),
         # A real run: SmolVLM-256M on one GPU, LoRA on the text model, 512-px images without splitting.
         Recipe(name="smolvlm-256m", base_model="HuggingFaceTB/SmolVLM-256M-Instruct", lora_r=16, lora_alpha=32,
                learning_rate=1e-4, num_train_epochs=2, per_device_train_batch_size=8,
