@@ -47,7 +47,8 @@ def test_blocking_checks_gpu_pools_jobs_sensors_resources():
     shard_job = defs.resolve_job_def(SHARD_JOB)
     assert shard_job.partitions_def.name == "obelics_shards"
     assert "noncontextual_captions" not in {n.name for n in shard_job.graph.node_defs}
-    assert [s.name for s in defs.sensors] == ["obelics_shard_sensor"]
+    assert [s.name for s in defs.sensors] == ["obelics_shard_sensor", "viscon_cpu_automation", "viscon_gpu_automation"]
+    assert all(s.default_status == dg.DefaultSensorStatus.STOPPED for s in defs.sensors)  # switched on in the UI
     assert set(defs.resources) == {"storage", "io_manager", "tokenizer", "shard_source", "image_fetcher",
                                    "caption_model", "qa_model", "embedder", "hub"}
 

@@ -6,6 +6,8 @@
     viscon shards register SRC    register a source's shards as obelics_shards partitions (exit 1 if any is refused);
                                   --set 1m: as VisCon-1M's obelics_shards_1m (a shard of the other set is refused)
     viscon shards list [--set S]  the registered shard partitions (and, on stderr, the refused shards)
+    viscon backfill --select A,B [--set 100k|1m] [--partitions K,L | --missing | --stale] [--downstream] [--wait]
+                                  a Dagster backfill (on the UI's backfills page), run by the daemon
     viscon ui                     open the Dagster UI on the same instance
 
 Without a dagster.yaml in DAGSTER_HOME, `viscon` writes one: SQLite in that folder, run monitoring on.
@@ -154,29 +156,105 @@ DEMO_RUN_CONFIG = {
 }
 
 
-def materialize_shards(keys: list[str]) -> list[bool]:
-    """Run the shard job for each partition on the persistent instance (visible in the UI)."""
-    from transformers.utils import logging as hf_logging
+# backfill runs of the demo execute their steps in the run's process (a process per step costs seconds each)
+DEMO_BACKFILL_CONFIG = {**DEMO_RUN_CONFIG, "execution": {"config": {"in_process": {}}}}
 
-    from viscon_dagster.definitions import SHARD_JOB, defs
 
-    hf_logging.disable_progress_bar()  # one line per shard, not a progress bar per model load
+def run_demo_backfill(partitions_by_asset: dict, title: str, run_config: dict | None = None) -> bool:
+    """Submit a backfill on the persistent instance (listed on the UI's backfills page), run it with a
+    `dagster-daemon` of this process unless one is alive, and print a line as partitions finish. The demo's
+    steps (shards, captioner, VisCon-1M) all go through here."""
+    from viscon_dagster.backfills import run_backfill
 
-    instance = _instance()
-    job = defs.resolve_job_def(SHARD_JOB)
-    results = []
-    for key in keys:
-        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
-                                        run_config=DEMO_RUN_CONFIG)
-        print(f"  {key}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
-        results.append(result.success)
-    return results
+    home = paths.dagster_home()
+    ok = run_backfill(_instance(), partitions_by_asset, title=title, run_config=run_config or DEMO_BACKFILL_CONFIG,
+                      daemon_log=home / "daemon.log")
+    if not ok:
+        print(f"  backfill FAILED: see its runs in the UI (`viscon ui`) and {home / 'daemon.log'}")
+    return ok
+
+
+def materialize_shards(keys: list[str], shard_set: str = "100k") -> list[bool]:
+    """Every per-shard asset of the set's chain for these shards, as one backfill (runs of up to
+    VISCON_PARTITIONS_PER_RUN shards each, the whole chain in each run)."""
+    from viscon_dagster.definitions import chain_for_set, defs
+
+    chain = chain_for_set(shard_set)
+    assets = sorted(chain.shard_selection.resolve(defs.resolve_asset_graph()))
+    print(f"  {len(keys)} shards × {len(assets)} assets of {chain.spec.group}")
+    return [run_demo_backfill({a: keys for a in assets}, title=f"viscon demo: {chain.spec.group} shards")]
+
+
+# The demo's sample: 4 VisCon-100K shards (their captions also train the captioner) and 2 small VisCon-1M shards
+DEMO_DOCS, DEMO_DOCS_1M = 36, 16
+
+
+def demo_run_config(spec, base: dict | None = None) -> dict:
+    """The demo's settings for a chain's backfill: its caption and Q&A ops carry the chain's key prefix."""
+    base = base or DEMO_BACKFILL_CONFIG
+    ops = {"__".join(spec.key(name).path): config for name, config in base["ops"].items()}
+    return {**base, "ops": ops}
+
+
+DEMO_RECIPE = "tiny-demo"
+DEMO_CAPTIONER_STEPS = 8  # a short run: enough for the tiny student to pick up the teacher's words
+
+
+def demo_captioner() -> bool:
+    """Train the demo captioner on the 100K shards' teacher captions (a short run of the `tiny-demo` recipe),
+    evaluate it against its untuned base on the held-out pages and print the evaluation table."""
+    import dagster as dg
+
+    from viscon_dagster.definitions import defs
+
+    teacher = DEMO_RUN_CONFIG["ops"]["captions"]["config"]  # the pairs rebuild the requests the teacher saw
+    loggers = {"loggers": DEMO_RUN_CONFIG["loggers"]}
+    print(f"captioner: training pairs → contextual_captioner[{DEMO_RECIPE}] → captioner_evaluation[{DEMO_RECIPE}] …")
+    pairs = dg.materialize(list(defs.assets), selection=["captioner_training_pairs"], instance=_instance(),
+                           resources=defs.resources, raise_on_error=False, run_config={**loggers, "ops": {
+                               "captioner_training_pairs": {"config": {
+                                   "teacher_max_tokens": teacher["max_tokens"],
+                                   "teacher_temperature": teacher["temperature"]}}}})
+    if not pairs.success:
+        print(f"  captioner_training_pairs: FAILED (run {pairs.run_id})")
+        return False
+    trained = dg.materialize(list(defs.assets), selection=["contextual_captioner", "captioner_evaluation"],
+                             instance=_instance(), resources=defs.resources, partition_key=DEMO_RECIPE,
+                             raise_on_error=False, run_config={**loggers, "ops": {
+                                 "contextual_captioner": {"config": {"max_steps": DEMO_CAPTIONER_STEPS}}}})
+    checks = {c.check_name: c.passed for c in trained.get_asset_check_evaluations()}
+    with _storage() as storage:
+        table = storage.path("captioner_evaluation", DEMO_RECIPE, "scores.md")
+        if table.exists():
+            print(table.read_text())
+    print(f"  captioner run: {'ok' if trained.success else 'FAILED'} (run {trained.run_id}); "
+          + ", ".join(f"{k}: {'pass' if v else 'FAIL'}" for k, v in checks.items()))
+    return trained.success
+
+
+def demo_viscon_1m(sample: Path) -> list[bool]:
+    """VisCon-1M on the sample's own 1M shards, captioned by the captioner trained in the step before,
+    then its release (`viscon_1m_release`)."""
+    from viscon_dagster.definitions import chain_for_set, defs
+
+    keys = register_source_shards(str(sample / "shards_1m"), "1m").keys
+    chain = chain_for_set("1m")
+    assets = sorted(chain.shard_selection.resolve(defs.resolve_asset_graph()))
+    print(f"VisCon-1M: {len(keys)} shards × {len(assets)} assets of {chain.spec.group}, captioned by the trained "
+          f"captioner")
+    ok = run_demo_backfill({a: keys for a in assets}, title="viscon demo: viscon_1m shards",
+                           run_config=demo_run_config(chain.spec))
+    release = defs.resolve_job_def(chain.release_job).execute_in_process(
+        instance=_instance(), raise_on_error=False, run_config={"loggers": DEMO_RUN_CONFIG["loggers"]})
+    print(f"  {chain.spec.release_name}: {'ok' if release.success else 'FAILED'}")
+    return [ok, release.success]
 
 
 def cmd_demo(args) -> int:
     sample = paths.sample_dir()
     if args.fresh or not (sample / "shards").exists():
-        cmd_sample(argparse.Namespace(out=str(sample), shards=4, docs=72, seed=0, shards_1m=2, docs_1m=24))
+        cmd_sample(argparse.Namespace(out=str(sample), shards=4, docs=DEMO_DOCS, seed=0, shards_1m=2,
+                                      docs_1m=DEMO_DOCS_1M))
     if args.fresh or not (paths.models_dir() / "tiny_models.json").exists():
         cmd_models_tiny(argparse.Namespace(out=None))
     keys = register_source_shards(str(sample / "shards")).keys
@@ -187,6 +265,8 @@ def cmd_demo(args) -> int:
     release = defs.resolve_job_def(RELEASE_JOB).execute_in_process(
         instance=_instance(), raise_on_error=False, run_config={"loggers": DEMO_RUN_CONFIG["loggers"]})
     ok.append(release.success)
+    ok.append(demo_captioner())
+    ok += demo_viscon_1m(sample)
     with _storage() as storage:
         root = storage.root_url
     print(f"\nstorage root: {root}"
@@ -194,9 +274,60 @@ def cmd_demo(args) -> int:
           f"unique_qa_pairs, conversations)"
           f"\n  rejects:       {root}/filtered_docs_rejects/<shard>.parquet"
           f"\n  the dataset:   {root}/viscon_100k_release/  (llava/, idefics/, hf/ with README.md)"
+          f"\n  VisCon-1M:     {root}/viscon_1m/<asset>/<shard>.parquet, {root}/viscon_1m_release/"
           f"\n  release run:   {'ok' if release.success else 'FAILED'}"
           f"\nDagster instance: {paths.dagster_home()} (open the UI with `viscon ui`)")
     return 0 if all(ok) else 1
+
+
+def cmd_backfill(args) -> int:
+    """`viscon backfill`: a real Dagster backfill of the chosen assets and shards (the UI lists it)."""
+    from viscon_dagster import backfills
+    from viscon_dagster.definitions import chain_for_set, defs
+    from viscon_dagster.gpu import GPU_POOL, gpu_run_tags
+
+    workspace = backfills.Workspace.from_yaml(Path(args.workspace)) if args.workspace else backfills.PROJECT
+    chain = chain_for_set(args.set)
+    graph = defs.resolve_asset_graph()
+    shard_keys = set(chain.shard_selection.resolve(graph)) | {chain.spec.key("noncontextual_captions")}
+    selected = []
+    for name in (n.strip() for n in args.select.split(",") if n.strip()):
+        key = chain.spec.release_key if name in ("release", chain.spec.release_name) else chain.spec.key(name)
+        if key not in shard_keys and key != chain.spec.release_key:
+            raise paths.SettingError(f"--select {name}: not an asset of the {args.set} chain "
+                                     f"({', '.join(sorted(k.path[-1] for k in shard_keys))}, release)")
+        selected.append(key)
+    instance = _instance()
+    registered = instance.get_dynamic_partitions(chain.spec.partitions_def.name)
+    if args.stale or args.missing:
+        state = backfills.staleness(instance, workspace, selected)
+        chosen = state.stale if args.stale else state.missing
+    else:
+        keys = [k.strip() for k in args.partitions.split(",")] if args.partitions else registered
+        unknown = sorted(set(keys) - set(registered))
+        if unknown:
+            raise paths.SettingError(f"--partitions: not registered in the {args.set} set: {', '.join(unknown)}")
+        chosen = {k: keys for k in selected}
+
+    def partitions_of(key):
+        return None if key == chain.spec.release_key else chosen.get(key, [])
+
+    todo = backfills.plan(graph, shard_keys, selected, partitions_of, args.downstream)
+    if not todo:
+        print("nothing to backfill: " + ("no stale partitions" if args.stale else "no missing partitions"
+                                         if args.missing else "no partitions"))
+        return 0
+    for key, parts in todo.items():
+        print(f"  {key.to_user_string()}: {'(unpartitioned)' if parts is None else f'{len(parts)} shards'}")
+    tags = gpu_run_tags() if any(GPU_POOL in (graph.get(k).pools or ()) for k in todo) else {}  # launchers route
+    title = f"viscon backfill {args.select}" + (" --stale" if args.stale else " --missing" if args.missing else "")
+    if args.wait:
+        return 0 if backfills.run_backfill(instance, todo, workspace=workspace, tags=tags, title=title,
+                                           daemon_log=paths.dagster_home() / "daemon.log") else 1
+    backfill_id = backfills.submit_backfill(instance, workspace, todo, tags=tags, title=title)
+    print(f"backfill {backfill_id} submitted; the daemon runs it (`viscon ui` or `dagster-daemon run`)"
+          + ("" if backfills.daemon_alive(instance) else " — no daemon is running on this instance now"))
+    return 0
 
 
 def cmd_ui(args) -> int:
@@ -242,6 +373,21 @@ def main(argv: list[str] | None = None) -> int:
     listing = shards.add_parser("list", help="list registered shard partitions")
     listing.add_argument("--set", **shard_set)
     listing.set_defaults(fn=cmd_shards_list)
+
+    bf = sub.add_parser("backfill", help="submit a Dagster backfill of assets over shards (listed in the UI)")
+    bf.add_argument("--select", required=True, help="comma-separated assets of the chain (filtered_docs, images, "
+                                                     "captions, noncontextual_captions, qa_pairs, unique_qa_pairs, "
+                                                     "conversations, release)")
+    bf.add_argument("--set", **shard_set)
+    which = bf.add_mutually_exclusive_group()
+    which.add_argument("--partitions", help="comma-separated shard keys (default: every registered shard)")
+    which.add_argument("--missing", action="store_true", help="only shards never materialized")
+    which.add_argument("--stale", action="store_true", help="only shards the instance reports stale (a changed "
+                                                            "prompt, model or code version)")
+    bf.add_argument("--downstream", action="store_true", help="also the same shards of every asset below")
+    bf.add_argument("--wait", action="store_true", help="wait for it (starting a daemon if none is running)")
+    bf.add_argument("--workspace", help="a workspace.yaml (default: this project's)")
+    bf.set_defaults(fn=cmd_backfill)
 
     ui = sub.add_parser("ui", help="open the Dagster UI on the demo's instance")
     ui.add_argument("--host", default="127.0.0.1")

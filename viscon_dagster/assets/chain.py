@@ -10,6 +10,7 @@ and a great-expectations check per shard (`assets/per_shard.py`) — nothing els
 
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -19,7 +20,8 @@ from viscon_dagster.assets.docs import filtered_docs_asset
 from viscon_dagster.assets.exports import release_asset
 from viscon_dagster.assets.images import images_asset
 from viscon_dagster.assets.metadata import as_metadata, status_counts, table_metadata
-from viscon_dagster.assets.per_shard import ShardOutput, materialize_shards, read_input
+from viscon_dagster.assets.per_shard import ShardOutput, config_defaults, materialize_shards, read_input
+from viscon_dagster.automation import release_condition, shard_condition
 from viscon_dagster.checks.caption_checks import captions_check_spec, check_captions
 from viscon_dagster.checks.conversation_checks import check_conversations, conversations_check_spec
 from viscon_dagster.checks.qa_checks import check_qa, qa_check_spec
@@ -32,6 +34,7 @@ from viscon_dagster.core.chain.qa import QA_SCHEMA, qa_request, qa_rows
 from viscon_dagster.core.chain.question_dedup import mark_duplicates
 from viscon_dagster.core.files.parquet import read_parquet
 from viscon_dagster.core.models.request import ImageRef, SamplingParams
+from viscon_dagster.core.versions import code_version
 from viscon_dagster.gpu import GPU_ASSET_KWARGS, gpu_run_tags
 from viscon_dagster.paths import SettingError
 from viscon_dagster.resources.embedder import EmbedderResource
@@ -106,10 +109,12 @@ class ChainSpec:
     def release_key(self) -> dg.AssetKey:
         return dg.AssetKey(self.release_name)
 
-    def shard_asset(self, key: dg.AssetKey) -> dict:
-        """The keyword arguments every per-shard asset of this chain shares."""
+    def shard_asset(self, key: dg.AssetKey, gpu: bool = False, automated: bool = True,
+                    optional_deps: tuple[dg.AssetKey, ...] = ()) -> dict:
+        """The keyword arguments every per-shard asset of this chain shares (GPU ones: `**GPU` too)."""
         return {"key": key, "partitions_def": self.partitions_def, "group_name": self.group,
-                "backfill_policy": dg.BackfillPolicy.multi_run(self.partitions_per_run)}
+                "backfill_policy": dg.BackfillPolicy.multi_run(self.partitions_per_run),
+                "automation_condition": shard_condition(gpu, optional_deps) if automated else None}
 
 
 # GPU work is declared (names in viscon_dagster/gpu.py): the `gpu` pool bounds concurrent GPU steps; with the
@@ -135,14 +140,17 @@ def _ask(context: dg.AssetExecutionContext, model: ModelBackend, requests: list,
     return responses, metadata
 
 
-def _caption_asset(spec: ChainSpec, name: str, contextual: bool, description: str):
+def _caption_asset(spec: ChainSpec, labels: Mapping[str, str], name: str, contextual: bool, description: str):
     key = spec.key(name)
+    prompt_version = CAPTION_PROMPT_VERSION if contextual else NONCONTEXTUAL_PROMPT_VERSION
+    version = code_version(name, prompt=prompt_version, settings=config_defaults(CaptionConfig),
+                           models={"caption": labels.get(spec.caption_model_key), "tokenizer": labels.get("tokenizer")})
 
     @dg.asset(
-        **spec.shard_asset(key), kinds={"parquet"},
+        **spec.shard_asset(key, gpu=True, automated=contextual), kinds={"parquet"},
         deps=[spec.key("filtered_docs"), spec.key("images"), *spec.caption_deps],
         required_resource_keys={spec.caption_model_key, "storage", "tokenizer"}, check_specs=[captions_check_spec(key)],
-        code_version="1", description=description, **GPU,
+        code_version=version, description=description, **GPU,
     )
     def _captions(context: dg.AssetExecutionContext, config: CaptionConfig) -> dg.MaterializeResult:
         model: ModelBackend = getattr(context.resources, spec.caption_model_key)
@@ -165,7 +173,7 @@ def _caption_asset(spec: ChainSpec, name: str, contextual: bool, description: st
             return ShardOutput(table, {
                 **table_metadata(table, ["doc_id", "position", "status", "caption"]),
                 "caption_model": model.model_id,
-                "prompt_version": CAPTION_PROMPT_VERSION if contextual else NONCONTEXTUAL_PROMPT_VERSION,
+                "prompt_version": prompt_version,
                 **as_metadata({"status_counts": status_counts(table)}), **model_metadata,
             }, [check_captions(table.to_pandas(), config.min_chars, config.max_chars, key)])
 
@@ -174,12 +182,14 @@ def _caption_asset(spec: ChainSpec, name: str, contextual: bool, description: st
     return _captions
 
 
-def _qa_asset(spec: ChainSpec):
+def _qa_asset(spec: ChainSpec, labels: Mapping[str, str]):
     key = spec.key("qa_pairs")
 
     @dg.asset(
-        **spec.shard_asset(key), kinds={"parquet"}, deps=[spec.key("captions")],
-        required_resource_keys={spec.qa_model_key, "storage"}, check_specs=[qa_check_spec(key)], code_version="1",
+        **spec.shard_asset(key, gpu=True), kinds={"parquet"}, deps=[spec.key("captions")],
+        required_resource_keys={spec.qa_model_key, "storage"}, check_specs=[qa_check_spec(key)],
+        code_version=code_version("qa_pairs", prompt=QA_PROMPT_VERSION, settings=config_defaults(QAConfig),
+                                  models={"qa": labels.get(spec.qa_model_key)}),
         description="Free-form and multiple-choice Q&A written from each caption's text; every item validated, "
                     "invalid ones kept with their reason; leakage = answerability from the caption.", **GPU,
     )
@@ -214,10 +224,11 @@ UNIQUE_QA_SCHEMA = (QA_SCHEMA.append(pa.field("kept", pa.bool_())).append(pa.fie
                     .append(pa.field("similarity", pa.float32())).append(pa.field("dup_scope", pa.string())))
 
 
-def _dedup_asset(spec: ChainSpec):
+def _dedup_asset(spec: ChainSpec, labels: Mapping[str, str]):
     @dg.asset(
         **spec.shard_asset(spec.key("unique_qa_pairs")), kinds={"parquet"}, deps=[spec.key("qa_pairs")],
-        code_version="1",
+        code_version=code_version("unique_qa_pairs", settings=config_defaults(DedupConfig),
+                                  models={"embedder": labels.get("embedder")}),
         description="Valid Q&A with near-duplicate questions (cosine ≥ threshold, within an image and within the "
                     "shard) marked kept=false, with the kept question they repeat.",
     )
@@ -250,8 +261,10 @@ def _conversations_asset(spec: ChainSpec):
     key, control = spec.key("conversations"), spec.key("noncontextual_captions")
 
     @dg.asset(
-        **spec.shard_asset(key), kinds={"parquet"}, deps=[spec.key("captions"), spec.key("unique_qa_pairs"), control],
-        check_specs=[conversations_check_spec(key)], code_version="1",
+        **spec.shard_asset(key, optional_deps=(control,)), kinds={"parquet"},
+        deps=[spec.key("captions"), spec.key("unique_qa_pairs"), control],
+        check_specs=[conversations_check_spec(key)],
+        code_version=code_version("conversations", settings=config_defaults(ConversationsConfig)),
         description="LLaVA/ShareGPT4V conversation records for every mix (leaky by default in exports); the "
                     "noncontextual mix appears when noncontextual_captions was materialized for the shard.",
     )
@@ -293,20 +306,24 @@ class Chain:
         return self.spec.release_job
 
 
-def build_chain(spec: ChainSpec) -> Chain:
+def build_chain(spec: ChainSpec, labels: Mapping[str, str] | None = None) -> Chain:
+    """`labels`: resource key → the label of the model it serves (`caption_model`, `qa_model`, `tokenizer`,
+    `embedder`), folded into the code versions so a different model marks its assets' partitions stale."""
+    labels = labels or {}
     assets = [
-        filtered_docs_asset(spec),
+        filtered_docs_asset(spec, labels),
         images_asset(spec),
-        _caption_asset(spec, "captions", True,
+        _caption_asset(spec, labels, "captions", True,
                        "One contextual caption per kept image: the page text around it (placeholders, target "
                        "marked, alt text) and the image go to the caption model; every answer is a row with a status."),
-        _caption_asset(spec, "noncontextual_captions", False,
+        _caption_asset(spec, labels, "noncontextual_captions", False,
                        "The control: captions of the same images without the page context. Materialized on request."),
-        _qa_asset(spec),
-        _dedup_asset(spec),
+        _qa_asset(spec, labels),
+        _dedup_asset(spec, labels),
         _conversations_asset(spec),
         release_asset(spec.release_name, spec.key("conversations"), spec.key("unique_qa_pairs"), spec.group,
-                      images=spec.key("images"), rejects="/".join(spec.key("filtered_docs_rejects").path)),
+                      images=spec.key("images"), rejects="/".join(spec.key("filtered_docs_rejects").path),
+                      automation_condition=release_condition()),
     ]
     group = dg.AssetSelection.groups(spec.group)
     release = dg.AssetSelection.assets(spec.release_key)

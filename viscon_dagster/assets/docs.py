@@ -1,18 +1,20 @@
 """`filtered_docs`: one source shard → the documents worth captioning (PIPELINE.md stage 2)."""
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from viscon_dagster.assets.metadata import table_metadata
-from viscon_dagster.assets.per_shard import ShardOutput, materialize_shards
+from viscon_dagster.assets.per_shard import ShardOutput, config_defaults, materialize_shards
 from viscon_dagster.checks.docs_checks import check_filtered_docs, filtered_docs_check_spec
 from viscon_dagster.core.documents.filtering import REJECTS_SCHEMA, FilterSettings, filter_shard
 from viscon_dagster.core.documents.obelics import REJECT_REASONS
 from viscon_dagster.core.files.parquet import ParquetStreamWriter
 from viscon_dagster.core.shards.registry import lookup
 from viscon_dagster.core.shards.sources import iter_record_batches
+from viscon_dagster.core.versions import code_version
 from viscon_dagster.resources.storage import StorageResource
 from viscon_dagster.resources.tokenizer import TokenizerResource
 
@@ -61,14 +63,15 @@ def filter_one_shard(storage: StorageResource, tokenizer: TokenizerResource, con
     }, [check_filtered_docs(table.to_pandas(), config.max_text_tokens, config.min_images, key)])
 
 
-def filtered_docs_asset(spec: "ChainSpec") -> dg.AssetsDefinition:
+def filtered_docs_asset(spec: "ChainSpec", labels: Mapping[str, str]) -> dg.AssetsDefinition:
     key, rejects_key = spec.key("filtered_docs"), spec.key(REJECTS_DIR)
 
     @dg.asset(
         **spec.shard_asset(key),
         check_specs=[filtered_docs_check_spec(key)],
         kinds={"parquet"},
-        code_version="1",
+        code_version=code_version("filtered_docs", models={"tokenizer": labels.get("tokenizer")},
+                                  settings=config_defaults(FilteredDocsConfig, "batch_size", "reader")),
         description="Valid OBELICS documents within the token budget, sampled by a seeded hash of the page URL. "
                     f"Every rejected row is written with its reason to {'/'.join(rejects_key.path)}/<shard>.parquet.",
     )

@@ -7,10 +7,12 @@ so a release of thousands of shards streams shard by shard.
 import dagster as dg
 
 from viscon_dagster.assets.metadata import as_metadata
+from viscon_dagster.assets.per_shard import config_defaults
 from viscon_dagster.core.chain.leakage import leakage_summary
 from viscon_dagster.core.exports.preview import DEFAULT_PER_MIX, PreviewSources, records_markdown, write_preview
 from viscon_dagster.core.exports.release import FORMATS, export_conversations, push_dataset
 from viscon_dagster.core.files.parquet import read_parquet
+from viscon_dagster.core.versions import code_version
 from viscon_dagster.resources.hub import HubResource
 from viscon_dagster.resources.storage import StorageResource
 
@@ -35,7 +37,8 @@ def _folder(key: dg.AssetKey) -> str:
 
 def release_asset(name: str, conversations: dg.AssetKey, unique_qa: dg.AssetKey, group: str, *,
                   captions: dg.AssetKey | None = None, qa_pairs: dg.AssetKey | None = None,
-                  images: dg.AssetKey = IMAGES, rejects: str = "filtered_docs_rejects"):
+                  images: dg.AssetKey = IMAGES, rejects: str = "filtered_docs_rejects",
+                  automation_condition: dg.AutomationCondition | None = None):
     """The release; `captions`, `qa_pairs`, `images` and `rejects` are read (not depended on) for its preview.
 
     `captions` and `qa_pairs` default to the siblings of `conversations` (same key prefix).
@@ -47,7 +50,8 @@ def release_asset(name: str, conversations: dg.AssetKey, unique_qa: dg.AssetKey,
                        "images": _folder(images), "rejects": rejects}
 
     @dg.asset(name=name, deps=[conversations, unique_qa], group_name=group, kinds={"parquet", "json"},
-              code_version="1",
+              automation_condition=automation_condition,
+              code_version=code_version("release", settings=config_defaults(ReleaseConfig, "push_to")),
               description="LLaVA JSON + images, Idefics chat parquet with embedded images, HF parquet shards "
                           "with a dataset card; train/test split by page url; preview.html, a gallery of a "
                           "seeded sample per mix with the stage counts. Optionally pushed to the Hub.")

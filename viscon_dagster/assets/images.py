@@ -6,10 +6,11 @@ import dagster as dg
 import pyarrow as pa
 
 from viscon_dagster.assets.metadata import as_metadata, table_metadata
-from viscon_dagster.assets.per_shard import ShardOutput, materialize_shards, read_input
+from viscon_dagster.assets.per_shard import ShardOutput, config_defaults, materialize_shards, read_input
 from viscon_dagster.checks.image_checks import check_images, check_success_rate, image_check_specs
 from viscon_dagster.core.images import ImageRequest
 from viscon_dagster.core.images.url_counts import load_url_doc_counts, save_url_doc_counts
+from viscon_dagster.core.versions import code_version
 from viscon_dagster.resources.image_fetcher import ImageFetcherResource
 from viscon_dagster.resources.storage import StorageResource
 
@@ -35,7 +36,7 @@ def images_asset(spec: "ChainSpec") -> dg.AssetsDefinition:
         deps=[docs_key],
         check_specs=image_check_specs(key),
         kinds={"parquet", "jpeg"},
-        code_version="1",
+        code_version=code_version("images", settings=config_defaults(ImagesConfig, "success_rate_threshold")),
         description="One row per (document, image position) with its status; normalised JPEGs under "
                     "images/<sha[:2]>/.",
     )

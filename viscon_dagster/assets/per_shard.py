@@ -30,6 +30,11 @@ class ShardOutput:
     checks: list[dg.AssetCheckResult] = field(default_factory=list)
 
 
+def config_defaults(config: type[dg.Config], *ignore: str) -> dict[str, Any]:
+    """A config class's defaults, less the fields that do not change what the asset writes (for code versions)."""
+    return {k: v for k, v in config().model_dump().items() if k not in ignore}
+
+
 def read_input(storage: StorageResource, key: dg.AssetKey, shard: str) -> pa.Table:
     path = storage.partition_path(key, shard)
     if not path.exists():

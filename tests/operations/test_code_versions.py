@@ -1,0 +1,47 @@
+"""Derived code versions: a prompt or a model change moves exactly the asset it shapes."""
+
+from viscon_dagster.assets import chain
+from viscon_dagster.definitions import build_definitions
+from viscon_dagster.resources.models import TransformersLocalBackend
+
+
+def versions(**kwargs) -> dict[str, str]:
+    """The 100K chain's versions (the 1M chain shares its QA model and prompts, and moves with them)."""
+    defs = build_definitions(**kwargs)
+    return {k.to_user_string(): a.code_versions_by_key[k] for a in defs.assets for k in a.keys
+            if k.path[0] != "viscon_1m"}
+
+
+def changed(before: dict, after: dict) -> list[str]:
+    return sorted(k for k in before if before[k] != after[k])
+
+
+def test_versions_are_stable_across_loads():
+    assert versions() == versions()
+
+
+def test_a_prompt_bump_moves_only_its_asset(monkeypatch):
+    before = versions()
+    monkeypatch.setattr(chain, "QA_PROMPT_VERSION", "qa-v2")
+    assert changed(before, versions()) == ["qa_pairs"]
+
+
+def test_a_model_change_moves_only_the_assets_that_call_it(tmp_path):
+    before = versions()
+    other = TransformersLocalBackend(model="org/another-captioner")
+    assert changed(before, versions(caption_model=other)) == ["captions", "noncontextual_captions"]
+    assert changed(before, versions(qa_model=other)) == ["qa_pairs"]
+    tokenizer = tmp_path / "tok"
+    tokenizer.mkdir()
+    (tokenizer / "tokenizer.json").write_text("{}")
+    assert changed(before, versions(tokenizer=str(tokenizer))) == ["captions", "filtered_docs",
+                                                                   "noncontextual_captions"]
+
+
+def test_an_output_setting_default_moves_its_asset(monkeypatch):
+    before = versions()
+    class StricterDedup(chain.DedupConfig):
+        threshold: float = 0.8
+
+    monkeypatch.setattr(chain, "DedupConfig", StricterDedup)
+    assert changed(before, versions()) == ["unique_qa_pairs"]
