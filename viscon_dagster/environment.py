@@ -82,8 +82,9 @@ def model_backend(role: str) -> ModelBackend:
     cls = BACKENDS[kind]
     options = backend_options(role, cls)
     if kind == "transformers" and not model:
-        # the tiny random models never stop a JSON string on their own: cap strings so answers close
-        defaults = {"json_max_string_length": 32, "batch_size": 16}
+        # the tiny random models never stop a JSON string on their own: cap strings so answers close. Q&A prompts
+        # are short and every decoding step has a fixed cost: 64 a batch is 1.5x faster than 16 on a CPU
+        defaults = {"json_max_string_length": 32, "batch_size": 64 if role == "qa" else 16}
         return TransformersLocalBackend(model=str(models_dir() / TINY_MODELS[role]), **{**defaults, **options})
     model = model or str(models_dir() / TINY_MODELS[role])
     if kind in ("openai", "openai_batch"):
