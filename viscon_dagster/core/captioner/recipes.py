@@ -25,7 +25,7 @@ class Recipe:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    target_modules: str = TEXT_ONLY_TARGETS
+    target_modules: str | list[str] = TEXT_ONLY_TARGETS  # a regex, or module names
     learning_rate: float = 1e-4
     num_train_epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
