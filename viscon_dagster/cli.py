@@ -45,6 +45,10 @@ concurrency:
         value:
           applyLimitPerUniqueValue: true
         limit: 1
+      - key: dagster/asset_partition_range_start  # backfill runs carry a range, not dagster/partition:
+        value:                                    # one run per first shard (overlaps: the storage lease)
+          applyLimitPerUniqueValue: true
+        limit: 1
   pools:
     default_limit: {gpus}  # the `gpu` pool of the caption and Q&A steps: set it to the number of GPUs
 run_monitoring:  # carried out by dagster-daemon, which `viscon ui` and `dagster dev` start
