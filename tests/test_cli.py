@@ -115,7 +115,8 @@ def test_the_instance_config_is_written_once_with_run_monitoring(tmp_path, capsy
         assert concurrency.pool_config.default_pool_limit == 1  # the gpu pool: one GPU by default
         assert concurrency.run_queue_config.max_concurrent_runs == 4
         assert concurrency.run_queue_config.tag_concurrency_limits == [
-            {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+            {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1},
+            {"key": "dagster/asset_partition_range_start", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
 
 
 def test_a_users_instance_config_is_never_overwritten(tmp_path):

@@ -1,0 +1,59 @@
+"""A temporary instance with the config `viscon` writes and a real `dagster-daemon`, stopped by its pid."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+
+from viscon_dagster.backfills import Workspace, file_workspace, running_daemon
+from viscon_dagster.cli import default_instance_yaml
+
+WAIT_S = 300  # a bound on a loaded 2-core machine, not a measurement
+
+
+def new_instance(home: Path) -> dg.DagsterInstance:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(default_instance_yaml(poll_interval_seconds=5)
+                                       + "telemetry:\n  enabled: false\n")
+    return dg.DagsterInstance.from_config(str(home))
+
+
+@contextmanager
+def daemon_on(instance: dg.DagsterInstance, defs_file: Path, folder: Path) -> Iterator[Workspace]:
+    workspace = file_workspace(defs_file, folder)
+    with running_daemon(instance, workspace, log=folder / "daemon.log") as pid:
+        assert pid is not None  # our own daemon, not someone else's
+        yield workspace
+
+
+def wait_for(what: str, probe: Callable, timeout_s: float = WAIT_S, every_s: float = 1.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(every_s)
+    raise AssertionError(f"gave up waiting for {what} after {timeout_s:.0f} s")
+
+
+def step_spans(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[float, float]]:
+    """step key → (started, finished) timestamps from the run's events."""
+    spans: dict[str, list[float]] = {}
+    for e in instance.all_logs(run_id):
+        if e.dagster_event is None or e.step_key is None:
+            continue
+        kind = e.dagster_event.event_type_value
+        if kind == "STEP_START":
+            spans.setdefault(e.step_key, [e.timestamp, 0.0])[0] = e.timestamp
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE"):
+            spans.setdefault(e.step_key, [0.0, 0.0])[1] = e.timestamp
+    return {k: (a, b) for k, (a, b) in spans.items()}
+
+
+def run_span(instance: dg.DagsterInstance, run_id: str) -> tuple[float, float]:
+    record = instance.get_run_record_by_id(run_id)
+    return record.start_time, record.end_time
