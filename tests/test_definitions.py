@@ -8,49 +8,84 @@ from viscon_dagster.definitions import SHARD_JOB, build_definitions, defs
 
 PER_SHARD = ["captions", "conversations", "filtered_docs", "images", "noncontextual_captions", "qa_pairs",
              "unique_qa_pairs"]
+PER_SHARD_1M = [f"viscon_1m/{k}" for k in PER_SHARD]  # VisCon-1M: the same chain, prefixed, on its own shards
+CAPTIONER = ["captioner_evaluation", "captioner_training_pairs", "contextual_captioner"]
 
 
 def test_asset_graph_is_exactly_what_we_ship():
     graph = defs.resolve_asset_graph()
-    assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == sorted(PER_SHARD + ["viscon_100k_release"])
+    assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == sorted(
+        PER_SHARD + ["viscon_100k_release"] + PER_SHARD_1M + ["viscon_1m_release"] + CAPTIONER)
     checks = sorted(f"{c.asset_key.to_user_string()}:{c.name}" for c in graph.asset_check_keys)
-    assert checks == ["captions:captions_suite", "conversations:conversations_suite",
-                      "filtered_docs:filtered_docs_suite", "images:images_success_rate", "images:images_suite",
-                      "noncontextual_captions:captions_suite", "qa_pairs:qa_pairs_suite"]
+    chain_checks = ["captions:captions_suite", "conversations:conversations_suite",
+                    "filtered_docs:filtered_docs_suite", "images:images_success_rate", "images:images_suite",
+                    "noncontextual_captions:captions_suite", "qa_pairs:qa_pairs_suite"]
+    assert checks == sorted(chain_checks + [f"viscon_1m/{c}" for c in chain_checks] + [
+        "captioner_evaluation:gain_reaches_paper", "captioner_evaluation:tuned_beats_base",
+        "captioner_training_pairs:split_is_disjoint"])
     partitions = {k.to_user_string(): graph.get(k).partitions_def for k in graph.get_all_asset_keys()}
-    assert {k: (type(p).__name__, p.name) if p else None for k, p in partitions.items()} == {
-        **{k: ("DynamicPartitionsDefinition", "obelics_shards") for k in PER_SHARD}, "viscon_100k_release": None}
+    assert {k: (type(p).__name__, getattr(p, "name", None)) if p else None for k, p in partitions.items()} == {
+        **{k: ("DynamicPartitionsDefinition", "obelics_shards") for k in PER_SHARD}, "viscon_100k_release": None,
+        **{k: ("DynamicPartitionsDefinition", "obelics_shards_1m") for k in PER_SHARD_1M}, "viscon_1m_release": None,
+        "captioner_training_pairs": None, "contextual_captioner": ("StaticPartitionsDefinition", None),
+        "captioner_evaluation": ("StaticPartitionsDefinition", None)}
 
 
 def test_lineage_edges():
     graph = defs.resolve_asset_graph()
     parents = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
-               for k in graph.get_all_asset_keys()}
+               for k in graph.get_all_asset_keys() if k.to_user_string() in PER_SHARD + ["viscon_100k_release"]}
     assert parents == {
         "filtered_docs": [], "images": ["filtered_docs"], "captions": ["filtered_docs", "images"],
         "noncontextual_captions": ["filtered_docs", "images"], "qa_pairs": ["captions"],
         "unique_qa_pairs": ["qa_pairs"], "conversations": ["captions", "noncontextual_captions", "unique_qa_pairs"],
         "viscon_100k_release": ["conversations", "unique_qa_pairs"]}
+    one_m = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
+             for k in graph.get_all_asset_keys() if k.path[0] in ("viscon_1m", "viscon_1m_release")}
+    captioner = ["captioner_evaluation", "contextual_captioner"]  # a new checkpoint marks the 1M captions stale
+    assert one_m == {
+        "viscon_1m/filtered_docs": [], "viscon_1m/images": ["viscon_1m/filtered_docs"],
+        "viscon_1m/captions": [*captioner, "viscon_1m/filtered_docs", "viscon_1m/images"],
+        "viscon_1m/noncontextual_captions": [*captioner, "viscon_1m/filtered_docs", "viscon_1m/images"],
+        "viscon_1m/qa_pairs": ["viscon_1m/captions"], "viscon_1m/unique_qa_pairs": ["viscon_1m/qa_pairs"],
+        "viscon_1m/conversations": ["viscon_1m/captions", "viscon_1m/noncontextual_captions",
+                                    "viscon_1m/unique_qa_pairs"],
+        "viscon_1m_release": ["viscon_1m/conversations", "viscon_1m/unique_qa_pairs"]}
+    # the 1M captions read the configured recipe's checkpoint and evaluation, whatever their shard
+    key = dg.AssetKey(["viscon_1m", "captions"])
+    deps = {d.asset_key.to_user_string(): d.partition_mapping
+            for d in defs.resolve_assets_def(key).specs_by_key[key].deps}
+    assert deps["contextual_captioner"] == deps["captioner_evaluation"] == \
+        dg.SpecificPartitionsPartitionMapping(["tiny-demo"])
 
 
 def test_blocking_checks_gpu_pools_jobs_sensors_resources():
     blocking = {s.key.name: s.blocking for a in defs.assets for s in a.check_specs}
     assert blocking == {"filtered_docs_suite": True, "images_suite": True, "images_success_rate": False,
-                        "captions_suite": True, "qa_pairs_suite": True, "conversations_suite": True}
+                        "captions_suite": True, "qa_pairs_suite": True, "conversations_suite": True,
+                        "split_is_disjoint": True, "tuned_beats_base": True, "gain_reaches_paper": False}
     gpu = sorted(k.to_user_string() for a in defs.assets for k in a.keys if a.op.pool == "gpu")
-    assert gpu == ["captions", "noncontextual_captions", "qa_pairs"]
-    for k in gpu:
+    chain_gpu = ["captions", "noncontextual_captions", "qa_pairs"]
+    assert gpu == sorted(chain_gpu + [f"viscon_1m/{k}" for k in chain_gpu] + ["captioner_evaluation",
+                                                                              "contextual_captioner"])
+    for k in map(dg.AssetKey.from_user_string, gpu):
         a = defs.resolve_assets_def(k)
-        assert a.tags_by_key[dg.AssetKey(k)]["viscon/accelerator"] == "gpu"
+        assert a.tags_by_key[k]["viscon/accelerator"] == "gpu"
         limits = json.loads(a.op.tags["dagster-k8s/config"])["container_config"]["resources"]["limits"]
         assert limits == {"nvidia.com/gpu": "1"}
     shard_job = defs.resolve_job_def(SHARD_JOB)
     assert shard_job.partitions_def.name == "obelics_shards"
     assert "noncontextual_captions" not in {n.name for n in shard_job.graph.node_defs}
+    one_m_job = defs.resolve_job_def("viscon_1m_shard_chain")
+    assert one_m_job.partitions_def.name == "obelics_shards_1m"
+    assert {n.name for n in one_m_job.graph.node_defs} == {
+        f"viscon_1m__{k}" for k in PER_SHARD if k != "noncontextual_captions"}
+    assert [j.name for j in defs.jobs] == ["shard_chain", "release", "viscon_1m_shard_chain", "viscon_1m_release_job"]
     assert [s.name for s in defs.sensors] == ["obelics_shard_sensor", "viscon_cpu_automation", "viscon_gpu_automation"]
     assert all(s.default_status == dg.DefaultSensorStatus.STOPPED for s in defs.sensors)  # switched on in the UI
     assert set(defs.resources) == {"storage", "io_manager", "tokenizer", "shard_source", "image_fetcher",
-                                   "caption_model", "qa_model", "embedder", "hub"}
+                                   "caption_model", "qa_model", "embedder", "hub", "captioner_model",
+                                   "pipes_subprocess_client"}
 
 
 def test_definitions_validate():
