@@ -13,6 +13,7 @@ assets (`assets/chain.py` calls `shard_condition` and `release_condition`).
 """
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import dagster as dg
@@ -22,6 +23,8 @@ from viscon_dagster.partitions import obelics_shards, register_shards
 from viscon_dagster.paths import SettingError
 from viscon_dagster.resources.shard_source import ShardSourceResource
 from viscon_dagster.resources.storage import StorageResource
+
+warnings.filterwarnings("ignore", message=".*`use_user_code_server`.*beta", category=dg.BetaWarning)
 
 GPU_WINDOW_ENV = "VISCON_GPU_WINDOW"
 DEFAULT_GPU_WINDOW = "0 22 * * *|0 6 * * *"   # 22:00 → 06:00 UTC

@@ -12,6 +12,7 @@ in one run when the stages' partitions line up.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import subprocess
@@ -266,25 +267,54 @@ def daemon_alive(instance: dg.DagsterInstance) -> bool:
 def running_daemon(instance: dg.DagsterInstance, workspace: Workspace, log: Path | None = None) -> Iterator[int | None]:
     """A `dagster-daemon run` on this instance for the duration, unless a live one already serves it
     (`viscon ui`, `dg dev`); yields its pid (None when an existing daemon is used). Stopped by its pid."""
+    if _kept is not None and _kept.poll() is None:
+        yield _kept.pid
+        return
     if daemon_alive(instance):
         yield None
         return
-    home = instance.root_directory
-    out = log.open("a") if log else subprocess.DEVNULL
-    daemon = subprocess.Popen([str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(workspace.yaml)],
-                              env={**os.environ, "DAGSTER_HOME": home}, cwd=workspace.yaml.parent,
-                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    daemon = _start_daemon(instance, workspace, log)
     try:
         yield daemon.pid
     finally:
-        daemon.send_signal(signal.SIGINT)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
+        _stop(daemon)
+
+
+_kept: subprocess.Popen | None = None
+
+
+def keep_daemon(instance: dg.DagsterInstance, workspace: Workspace, log: Path | None = None) -> None:
+    """Start a daemon for this process's later backfills (the demo's steps share one: a daemon takes tens of
+    seconds to start), stopped by its pid when the process exits; nothing when a live one serves the instance."""
+    global _kept
+    if (_kept is not None and _kept.poll() is None) or daemon_alive(instance):
+        return
+    _kept = _start_daemon(instance, workspace, log)
+    atexit.register(_stop, _kept)
+
+
+def _start_daemon(instance: dg.DagsterInstance, workspace: Workspace, log: Path | None) -> subprocess.Popen:
+    out = log.open("a") if log else subprocess.DEVNULL
+    try:
+        return subprocess.Popen([str(Path(sys.executable).with_name("dagster-daemon")), "run",
+                                 "-w", str(workspace.yaml)],
+                                env={**os.environ, "DAGSTER_HOME": instance.root_directory},
+                                cwd=workspace.yaml.parent, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    finally:
         if log:
-            out.close()
+            out.close()  # the daemon holds its own copy
+
+
+def _stop(daemon: subprocess.Popen) -> None:
+    if daemon.poll() is not None:
+        return
+    daemon.send_signal(signal.SIGINT)
+    try:
+        daemon.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait()
 
 
 def run_backfill(instance: dg.DagsterInstance, partitions_by_asset: Mapping[dg.AssetKey, Sequence[str] | None], *,

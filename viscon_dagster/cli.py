@@ -168,9 +168,11 @@ def run_demo_backfill(partitions_by_asset: dict, title: str, run_config: dict | 
     """Submit a backfill on the persistent instance (listed on the UI's backfills page), run it with a
     `dagster-daemon` of this process unless one is alive, and print a line as partitions finish. The demo's
     steps (shards, captioner, VisCon-1M) all go through here."""
+    from viscon_dagster import backfills
     from viscon_dagster.backfills import run_backfill
 
     home = paths.dagster_home()
+    backfills.keep_daemon(_instance(), backfills.PROJECT, log=home / "daemon.log")  # one for all demo steps
     ok = run_backfill(_instance(), partitions_by_asset, title=title, run_config=run_config or DEMO_BACKFILL_CONFIG,
                       daemon_log=home / "daemon.log")
     if not ok:
