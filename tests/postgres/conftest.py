@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,33 +51,47 @@ class PostgresServer:
                 "DAGSTER_PG_PASSWORD": "unused-under-trust-auth", "DAGSTER_PG_DB": db_name}
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
+class PostgresMissing(RuntimeError):
+    """No server binaries (or no account to run them as root)."""
+
+
+@contextmanager
+def running_postgres():
+    """A throwaway server: a temp data folder, a random loopback port, `pg_ctl -m fast stop` at the end."""
     bin_dir = pg_bin_dir()
     if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries (pg_ctl, initdb) are not installed; .ci/run installs "
-                    "Debian's postgresql")
+        raise PostgresMissing("PostgreSQL server binaries (pg_ctl, initdb) are not installed; .ci/run installs "
+                              "Debian's postgresql")
     as_user: tuple[str, ...] = ()
     data_root = Path(tempfile.mkdtemp(prefix="viscon-pg-"))
     if os.geteuid() == 0:  # initdb refuses to run as root
         try:
             account = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root and there is no `postgres` user to run the server as")
+            raise PostgresMissing("running as root and there is no `postgres` user to run the server as") from None
         os.chown(data_root, account.pw_uid, account.pw_gid)
         as_user = ("runuser", "-u", "postgres", "--")
     data, port = data_root / "data", free_port()
     run = lambda *args: subprocess.run([*as_user, *args], check=True, capture_output=True, text=True,  # noqa: E731
                                        timeout=120)
-    run(str(bin_dir / "initdb"), "-D", str(data), "-U", "dagster", "--auth=trust", "-E", "UTF8")
-    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(data_root / "server.log"), "-w", "-o",
-        f"-c listen_addresses=127.0.0.1 -p {port} -k {data_root} -c max_connections=200 -c fsync=off", "start")
     try:
+        run(str(bin_dir / "initdb"), "-D", str(data), "-U", "dagster", "--auth=trust", "-E", "UTF8")
+        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(data_root / "server.log"), "-w", "-o",
+            f"-c listen_addresses=127.0.0.1 -p {port} -k {data_root} -c max_connections=200 -c fsync=off", "start")
         yield PostgresServer(host="127.0.0.1", port=port, user="dagster", bin_dir=bin_dir, as_user=as_user)
     finally:
         subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
                        check=False, capture_output=True, timeout=120)
         shutil.rmtree(data_root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    try:
+        with running_postgres() as server:
+            yield server
+    except PostgresMissing as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture
