@@ -15,8 +15,10 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,7 +59,9 @@ def main() -> None:
     ap.add_argument("--per-run", type=int, default=100, help="VISCON_PARTITIONS_PER_RUN (BackfillPolicy.multi_run)")
     ap.add_argument("--concurrent-runs", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/scale/results.json")
+    ap.add_argument("--no-backfill", action="store_true", help="register and query only (GraphQL, size)")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: stop the services and the server too
     work = Path(tempfile.mkdtemp(prefix="viscon-scale-"))
     try:
         t0 = time.perf_counter()
@@ -95,6 +99,8 @@ def main() -> None:
                            "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
                 Path(args.out).write_text(json.dumps(partial, indent=2) + "\n")  # kept if the backfill is cut short
                 print(json.dumps(partial), flush=True)
+                if args.no_backfill:
+                    return
                 t0 = time.perf_counter()
                 backfill_id = launch_asset_backfill(url, CPU_STAGES, shards)
                 backfill = wait_for_backfill(url, backfill_id, timeout_s=3 * 3600)
