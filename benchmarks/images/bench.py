@@ -191,8 +191,9 @@ def main() -> None:
                 r["round"] = round_no
                 results.append(r)
                 print(f"round {round_no}: {r['name']}: {r['images'] / r['wall_s']:.1f} images/s, "
-                      f"{r['cores_busy']:.2f} cores, load {r['load_before']:.1f}->{r['load_after']:.1f}",
-                      file=sys.stderr)
+                      f"{r['cpu_s'] / max(1, r['images']) * 1000:.1f} CPU ms/image, {r['cores_busy']:.2f} cores, "
+                      f"load {r['load_before']:.1f}->{r['load_after']:.1f}", file=sys.stderr)
+                (DATA / "results-partial.json").write_text(json.dumps(results, indent=1))
     finally:
         server.terminate()
         server.wait()
