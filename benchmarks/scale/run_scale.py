@@ -65,7 +65,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="viscon-scale-"))
     try:
         t0 = time.perf_counter()
-        write_sample(work / "sample", SampleSpec(shards=args.shards, docs_per_shard=args.docs_per_shard, seed=3))
+        write_sample(work / "sample", SampleSpec(shards=args.shards, docs_per_shard=args.docs_per_shard, seed=3,
+                                                 draw_images=not args.no_backfill))  # URLs only: nothing fetched
         save_pretrained_tokenizer(work / "tok")
         sample_s = time.perf_counter() - t0
         with running_postgres() as server:
