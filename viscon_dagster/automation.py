@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from viscon_dagster.gpu import ACCELERATOR_GPU, ACCELERATOR_TAG, gpu_run_tags
-from viscon_dagster.partitions import obelics_shards, register_shards
+from viscon_dagster.partitions import SHARD_PARTITIONS, register_shards
 from viscon_dagster.paths import SettingError
 from viscon_dagster.resources.shard_source import ShardSourceResource
 from viscon_dagster.resources.storage import StorageResource
@@ -124,16 +124,18 @@ def automation_sensors(groups: list[str]) -> list[dg.AutomationConditionSensorDe
 
 @dg.sensor(minimum_interval_seconds=_seconds(SHARD_SENSOR_INTERVAL_ENV, 300),
            default_status=dg.DefaultSensorStatus.STOPPED,
-           description="Registers new source shards as obelics_shards partitions (no runs launched).")
+           description="Registers new source shards as partitions of their set (obelics_shards, or obelics_shards_1m "
+                       "with VISCON_SHARD_SET=1m); no runs launched.")
 def obelics_shard_sensor(context: dg.SensorEvaluationContext, storage: StorageResource,
                          shard_source: ShardSourceResource) -> dg.SensorResult | dg.SkipReason:
-    source = shard_source.resolved
-    registration = register_shards(storage, source)
+    source, shard_set = shard_source.resolved, shard_source.resolved_set  # VisCon-1M: VISCON_SHARD_SET=1m
+    partitions = SHARD_PARTITIONS[shard_set]
+    registration = register_shards(storage, source, shard_set)
     for bad in registration.refused:
         context.log.warning(f"refused shard {bad.key} ({bad.url}): {bad.reason}")
-    known = set(context.instance.get_dynamic_partitions(obelics_shards.name))
+    known = set(context.instance.get_dynamic_partitions(partitions.name))
     new = [k for k in registration.keys if k not in known]
     if not new:
         refused = f"; {len(registration.refused)} refused (see the tick's log)" if registration.refused else ""
         return dg.SkipReason(f"no new shards under {source}{refused}")
-    return dg.SensorResult(dynamic_partitions_requests=[obelics_shards.build_add_request(new)])
+    return dg.SensorResult(dynamic_partitions_requests=[partitions.build_add_request(new)])

@@ -105,3 +105,23 @@ def test_the_other_way_round_and_lookup_across_sets(two_sets, tmp_path):
         lookup(root, "nope", "1m")
     with pytest.raises(ValueError, match="unknown shard set '10m'"):
         register_source(root, str(two_sets / "shards_1m"), shard_set="10m")
+
+
+def test_the_sensor_configured_for_the_1m_set_registers_there_and_refuses_100k_shards(two_sets, tmp_path):
+    from viscon_dagster.automation import obelics_shard_sensor
+    from viscon_dagster.definitions import defs
+    from viscon_dagster.resources.shard_source import ShardSourceResource
+    from viscon_dagster.resources.storage import StorageResource
+
+    storage = StorageResource(root=(tmp_path / "store").as_uri(), s3=defs.resources["storage"].s3)
+    register_source(storage.root_path(), str(two_sets / "shards"))  # the 100K set holds these
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(two_sets / "shards" / "sample-00001.parquet", mixed)
+    shutil.copy(two_sets / "shards_1m" / "sample1m-00001.parquet", mixed)
+    resources = {"storage": storage, "shard_source": ShardSourceResource(url=str(mixed), shard_set="1m")}
+    with dg.instance_for_test() as instance, dg.build_sensor_context(instance=instance, resources=resources) as ctx:
+        result = obelics_shard_sensor(ctx)
+    (request,) = result.dynamic_partitions_requests
+    assert request.partitions_def_name == "obelics_shards_1m" and list(request.partition_keys) == ["sample1m-00001"]
+    assert [r.key for r in refused_shards(storage.root_path(), "1m")] == ["sample-00001"]
