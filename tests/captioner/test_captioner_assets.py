@@ -18,7 +18,11 @@ from viscon_dagster.partitions import record_shards
 from viscon_dagster.resources.models import OpenAIHTTPBackend
 
 CHAIN = ["filtered_docs", "images", "captions"]
-PAIRS_CONFIG = {"ops": {"captioner_training_pairs": {"config": {"test_fraction": 0.3}}}}
+# a short page context keeps training cheap; the pairs rebuild the teacher's requests with the same budget
+CONTEXT_TOKENS = 300
+CAPTIONS_CONFIG = {"ops": {"captions": {"config": {"context_tokens": CONTEXT_TOKENS}}}}
+PAIRS_CONFIG = {"ops": {"captioner_training_pairs": {"config": {"test_fraction": 0.3,
+                                                                 "context_tokens": CONTEXT_TOKENS}}}}
 SHORT_TRAINING = {"ops": {"contextual_captioner": {"config": {"max_steps": 8}},
                           "captioner_evaluation": {"config": {"resamples": 200}}}}
 
@@ -41,7 +45,7 @@ def test_captioner_learns_from_the_teacher_end_to_end(tmp_path, sample_dir, toke
     keys = record_shards(defs.resources["storage"], str(sample_dir / "shards"))
     with dg.instance_for_test() as instance:
         for key in keys:
-            assert materialize_partition(defs, CHAIN, key, instance).success
+            assert materialize_partition(defs, CHAIN, key, instance, CAPTIONS_CONFIG).success
         pairs_run = dg.materialize(list(defs.assets), selection=["captioner_training_pairs"], instance=instance,
                                    resources=defs.resources, run_config=PAIRS_CONFIG)
         assert pairs_run.success
