@@ -130,8 +130,8 @@ def loss_markdown(history: list[dict]) -> str:
 
 
 @dg.asset(key=CAPTIONER, partitions_def=captioner_recipes, group_name=GROUP, kinds={"pytorch", "huggingface"},
-          code_version="1", ins={"pairs": dg.AssetIn(PAIRS)}, required_resource_keys={"pipes_subprocess_client", "storage"},
-          **GPU_ASSET_KWARGS,
+          code_version="1", ins={"pairs": dg.AssetIn(PAIRS)},
+          required_resource_keys={"pipes_subprocess_client", "storage"}, **GPU_ASSET_KWARGS,
           description="The student VLM fine-tuned (TRL SFTTrainer, LoRA on the text model by default) on the teacher's "
                       "captions, in its own process through Dagster Pipes; a model directory in storage at "
                       "contextual_captioner/<recipe>/<sha12>/ (data version: the hash of the merged weights).")
