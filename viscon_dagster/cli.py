@@ -155,7 +155,7 @@ def cmd_shards_list(args) -> None:
 # The demo's tiny random models write noise; short generations keep the demo to minutes.
 DEMO_RUN_CONFIG = {
     "loggers": {"console": {"config": {"log_level": "WARNING"}}},
-    "ops": {"captions": {"config": {"max_tokens": 48, "temperature": 1.0}},
+    "ops": {"captions": {"config": {"max_tokens": 48, "temperature": 0.0}},  # greedy: a teacher the student can learn
             "qa_pairs": {"config": {"max_tokens": 640, "temperature": 1.0}}},
 }
 
