@@ -95,3 +95,14 @@ def headless_chromium(url: str, profile, *flags: str, budget_ms: int = 5000) -> 
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          f"--user-data-dir={profile}", *flags, f"--virtual-time-budget={budget_ms}", "--dump-dom", url],
         check=False, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def teacher():
+    """A scripted teacher VLM on loopback (OpenAI protocol); yields its base URL."""
+    from tests.captioner.teacher import Teacher
+
+    t = Teacher()
+    url = t.start()
+    yield url
+    t.stop()

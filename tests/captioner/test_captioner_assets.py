@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import dagster as dg
 import pyarrow.parquet as pq
-import pytest
 from transformers import AutoModelForImageTextToText, AutoTokenizer
 
-from tests.captioner.teacher import Teacher
 from tests.conftest import materialize_partition
 from viscon_dagster.core.captioner.published import read_current, read_gate
 from viscon_dagster.core.captioner.weights import weights_sha
@@ -25,14 +23,6 @@ PAIRS_CONFIG = {"ops": {"captioner_training_pairs": {"config": {"test_fraction":
                                                                  "context_tokens": CONTEXT_TOKENS}}}}
 SHORT_TRAINING = {"ops": {"contextual_captioner": {"config": {"max_steps": 8}},
                           "captioner_evaluation": {"config": {"resamples": 200}}}}
-
-
-@pytest.fixture
-def teacher():
-    t = Teacher()
-    url = t.start()
-    yield url
-    t.stop()
 
 
 def test_captioner_learns_from_the_teacher_end_to_end(tmp_path, sample_dir, tokenizer_dir, teacher):

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import dagster as dg
 import pyarrow.parquet as pq
-import pytest
 
-from tests.captioner.teacher import Teacher
 from tests.chain1m.release_files import files_with_paths, machine_paths
 from tests.conftest import materialize_partition
 from viscon_dagster.core.captioner.published import GateResult, read_current, read_gate, write_gate
@@ -41,14 +39,6 @@ def materialize(defs, instance, selection: list[str], partition_key: str | None 
            for name in selection if name in OP_CONFIG}
     return dg.materialize(list(defs.assets), selection=selection, instance=instance, resources=defs.resources,
                           partition_key=partition_key, run_config={"ops": ops}, raise_on_error=False)
-
-
-@pytest.fixture
-def teacher():
-    t = Teacher()
-    url = t.start()
-    yield url
-    t.stop()
 
 
 def stale_status(instance, defs, key: str, partition: str) -> str:
