@@ -85,7 +85,8 @@ def lora_config(recipe: Recipe):
     from peft import LoraConfig
 
     return LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
-                      target_modules=recipe.target_modules, task_type="CAUSAL_LM")
+                      target_modules=recipe.target_modules, modules_to_save=list(recipe.modules_to_save) or None,
+                      task_type="CAUSAL_LM")
 
 
 def _loss_callback(pipes, history: list[dict]):

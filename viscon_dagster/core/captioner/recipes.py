@@ -26,6 +26,7 @@ class Recipe:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     target_modules: str | list[str] = TEXT_ONLY_TARGETS  # a regex, or module names
+    modules_to_save: tuple[str, ...] = ()  # trained in full beside the adapter (e.g. "lm_head")
     learning_rate: float = 1e-4
     num_train_epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
@@ -48,14 +49,17 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict) -> Recipe:
-        return cls(**d)
+        return cls(**{**d, "modules_to_save": tuple(d.get("modules_to_save", ()))})
 
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
         # The demo: a tiny random-weight student, a few optimiser steps, seconds on a CPU.
+        # Its random lm_head keeps every logit near zero, and LoRA on the text model cannot scale logits
+        # through the final norm, so the head is trained in full beside the adapter.
         Recipe(name="tiny-demo", base_model=TINY_STUDENT, lora_r=8, lora_alpha=16, lora_dropout=0.0,
+               modules_to_save=("lm_head",),
                learning_rate=1e-2, num_train_epochs=1, per_device_train_batch_size=4,
                gradient_accumulation_steps=1, save_steps=4, max_new_tokens=32),
         # A real run: SmolVLM-256M on one GPU, LoRA on the text model, 512-px images without splitting.
