@@ -122,3 +122,14 @@ def test_keys_never_reach_a_message_masked_or_not():
 
     assert redact("Incorrect API key provided: sk-proj-ab12****wxyz.") == "Incorrect API key provided: sk-***."
     assert redact("sent key my-own-secret-value to the proxy", ["my-own-secret-value"]) == "sent key *** to the proxy"
+
+
+def test_vllm_offline_without_vllm_says_how_to_install_it():
+    import importlib.util
+
+    from viscon_dagster.resources.models.vllm_offline import import_vllm
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    with pytest.raises(RuntimeError, match=r"-c constraints-gpu\.txt.*scripts/setup_vllm_cpu\.sh"):
+        import_vllm()

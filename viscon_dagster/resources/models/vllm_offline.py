@@ -19,7 +19,8 @@ from viscon_dagster.resources.local_models import MODEL_SETTING, require_local_m
 from viscon_dagster.resources.models.base import ModelBackend
 
 MISSING = ("vLLM is not installed in this environment: install the project's [gpu] extra "
-           "(`pip install 'viscon-dagster[gpu]'`), or on CPU run scripts/setup_vllm_cpu.sh VENV and use that venv")
+           "on its own pinned set (`pip install -e '.[gpu]' -c constraints-gpu.txt`: vLLM pins its own torch and "
+           "transformers), or on CPU run scripts/setup_vllm_cpu.sh VENV and use that venv")
 
 
 def import_vllm():
