@@ -75,10 +75,12 @@ def chain_for_set(shard_set: str) -> Chain:
 
 
 def model_labels(resources: dict) -> dict[str, str]:
-    """Resource key → the label of its model, for the assets' code versions (assets/chain.py)."""
+    """Resource key → the label of its model (the image fetcher: its output-shaping settings), for the assets'
+    code versions (assets/chain.py)."""
     labels = {k: r.model_id for k, r in resources.items() if isinstance(r, ModelBackend)}
     return {**labels, "tokenizer": resources["tokenizer"].label,
-            "embedder": model_label(resources["embedder"].model_id)}
+            "embedder": model_label(resources["embedder"].model_id),
+            "image_fetcher": resources["image_fetcher"].output_label()}
 
 
 def build_definitions(storage_root: str | None = None, s3: S3Resource | None = None,

@@ -2,6 +2,7 @@
 
 from viscon_dagster.assets import chain
 from viscon_dagster.definitions import build_definitions
+from viscon_dagster.environment import image_fetcher
 from viscon_dagster.resources.models import TransformersLocalBackend
 
 
@@ -45,3 +46,9 @@ def test_an_output_setting_default_moves_its_asset(monkeypatch):
 
     monkeypatch.setattr(chain, "DedupConfig", StricterDedup)
     assert changed(before, versions()) == ["unique_qa_pairs"]
+
+
+def test_an_image_setting_moves_images_and_a_network_setting_does_not():
+    before = versions()
+    assert changed(before, versions(fetcher=image_fetcher().model_copy(update={"max_side": 512}))) == ["images"]
+    assert changed(before, versions(fetcher=image_fetcher().model_copy(update={"concurrency": 8}))) == []

@@ -312,7 +312,7 @@ def build_chain(spec: ChainSpec, labels: Mapping[str, str] | None = None) -> Cha
     labels = labels or {}
     assets = [
         filtered_docs_asset(spec, labels),
-        images_asset(spec),
+        images_asset(spec, labels),
         _caption_asset(spec, labels, "captions", True,
                        "One contextual caption per kept image: the page text around it (placeholders, target "
                        "marked, alt text) and the image go to the caption model; every answer is a row with a status."),

@@ -1,5 +1,6 @@
 """`images`: fetch, vet, normalise and de-duplicate every image of a shard's documents (stage 3)."""
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -28,7 +29,7 @@ def image_requests(docs: pa.Table) -> list[ImageRequest]:
             for info in doc["image_info"]]
 
 
-def images_asset(spec: "ChainSpec") -> dg.AssetsDefinition:
+def images_asset(spec: "ChainSpec", labels: Mapping[str, str]) -> dg.AssetsDefinition:
     key, docs_key = spec.key("images"), spec.key("filtered_docs")
 
     @dg.asset(
@@ -36,7 +37,8 @@ def images_asset(spec: "ChainSpec") -> dg.AssetsDefinition:
         deps=[docs_key],
         check_specs=image_check_specs(key),
         kinds={"parquet", "jpeg"},
-        code_version=code_version("images", settings=config_defaults(ImagesConfig, "success_rate_threshold")),
+        code_version=code_version("images", models={"image_fetcher": labels.get("image_fetcher")},
+                                  settings=config_defaults(ImagesConfig, "success_rate_threshold")),
         description="One row per (document, image position) with its status; normalised JPEGs under "
                     "images/<sha[:2]>/.",
     )

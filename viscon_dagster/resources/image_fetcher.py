@@ -10,8 +10,9 @@ Dagster config (defaults: `ImageSettings`).
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 from pydantic import Field
@@ -58,6 +59,16 @@ class ImageFetcherResource(dg.ConfigurableResource):
                                          description="phash Hamming distance for near duplicates; <0: off")
     frequent_url_docs: int = Field(_D.frequent_url_docs, description="K: URLs in more documents are flagged")
     drop_frequent_urls: bool = Field(_D.drop_frequent_urls, description="do not fetch flagged URLs")
+
+    # What changes the rows or pixels `images` writes (not speed, politeness or network limits): the
+    # asset's code version is derived from these, so a changed setting marks its partitions stale.
+    OUTPUT_SETTINGS: ClassVar[tuple[str, ...]] = (
+        "respect_robots_txt", "x_robots_tag_directives", "max_bytes", "max_pixels", "allowed_formats", "min_side",
+        "max_aspect_ratio", "max_side", "resample", "jpeg_quality", "near_duplicate_distance", "frequent_url_docs",
+        "drop_frequent_urls")
+
+    def output_label(self) -> str:
+        return json.dumps({k: getattr(self, k) for k in self.OUTPUT_SETTINGS}, sort_keys=True)
 
     def settings(self, **overrides: Any) -> ImageSettings:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(ImageSettings) if hasattr(self, f.name)}
