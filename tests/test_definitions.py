@@ -3,6 +3,7 @@
 import json
 
 import dagster as dg
+import pytest
 
 from viscon_dagster.definitions import SHARD_JOB, build_definitions, defs
 
@@ -103,3 +104,21 @@ def test_dagster_cli_validates_the_workspace():
                           str(repo / "workspace.yaml")], cwd=repo, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Validation successful" in out.stderr + out.stdout
+
+
+@pytest.mark.parametrize("kind,executor", [("", None), ("multiprocess", None),
+                                           ("in_process", dg.in_process_executor)])
+def test_the_executor_comes_from_the_environment(monkeypatch, kind, executor):
+    from viscon_dagster.environment import executor_from_env
+
+    monkeypatch.setenv("VISCON_EXECUTOR", kind)
+    assert executor_from_env() is executor
+
+
+def test_an_unknown_executor_is_refused_naming_the_choices(monkeypatch):
+    from viscon_dagster.environment import executor_from_env
+    from viscon_dagster.paths import SettingError
+
+    monkeypatch.setenv("VISCON_EXECUTOR", "threads")
+    with pytest.raises(SettingError, match="use one of multiprocess, in_process, k8s"):
+        executor_from_env()

@@ -264,16 +264,18 @@ def daemon_alive(instance: dg.DagsterInstance) -> bool:
 
 
 @contextmanager
-def running_daemon(instance: dg.DagsterInstance, workspace: Workspace, log: Path | None = None) -> Iterator[int | None]:
+def running_daemon(instance: dg.DagsterInstance, workspace: Workspace, log: Path | None = None,
+                   command: Sequence[str] | None = None) -> Iterator[int | None]:
     """A `dagster-daemon run` on this instance for the duration, unless a live one already serves it
-    (`viscon ui`, `dg dev`); yields its pid (None when an existing daemon is used). Stopped by its pid."""
+    (`viscon ui`, `dg dev`); yields its pid (None when an existing daemon is used). Stopped by its pid.
+    `command`: what starts the daemon (default: this environment's `dagster-daemon`)."""
     if _kept is not None and _kept.poll() is None:
         yield _kept.pid
         return
     if daemon_alive(instance):
         yield None
         return
-    daemon = _start_daemon(instance, workspace, log)
+    daemon = _start_daemon(instance, workspace, log, command)
     try:
         yield daemon.pid
     finally:
@@ -293,11 +295,12 @@ def keep_daemon(instance: dg.DagsterInstance, workspace: Workspace, log: Path | 
     atexit.register(_stop, _kept)
 
 
-def _start_daemon(instance: dg.DagsterInstance, workspace: Workspace, log: Path | None) -> subprocess.Popen:
+def _start_daemon(instance: dg.DagsterInstance, workspace: Workspace, log: Path | None,
+                  command: Sequence[str] | None = None) -> subprocess.Popen:
     out = log.open("a") if log else subprocess.DEVNULL
+    command = list(command or [str(Path(sys.executable).with_name("dagster-daemon"))])
     try:
-        return subprocess.Popen([str(Path(sys.executable).with_name("dagster-daemon")), "run",
-                                 "-w", str(workspace.yaml)],
+        return subprocess.Popen([*command, "run", "-w", str(workspace.yaml)],
                                 env={**os.environ, "DAGSTER_HOME": instance.root_directory},
                                 cwd=workspace.yaml.parent, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)

@@ -93,17 +93,21 @@ def model_backend(role: str) -> ModelBackend:
     return cls(model=model, **options)
 
 
-EXECUTORS = ("multiprocess", "k8s")
+EXECUTORS = ("multiprocess", "in_process", "k8s")
 
 
 def executor_from_env():
-    """VISCON_EXECUTOR: `multiprocess` (Dagster's default: steps in subprocesses of the run) or `k8s`
-    (dagster-k8s' k8s_job_executor: each step in its own pod, so GPU steps get GPU pods; deploy/helm)."""
+    """VISCON_EXECUTOR: `multiprocess` (Dagster's default: steps in subprocesses of the run), `in_process`
+    (steps in the run's own process: saves each step's ~5 s of imports; a run's per-shard steps form a chain,
+    so they run one after another either way) or `k8s` (dagster-k8s' k8s_job_executor: each step in its own
+    pod, so GPU steps get GPU pods; deploy/helm)."""
     kind = os.environ.get("VISCON_EXECUTOR", "multiprocess").strip() or "multiprocess"
     if kind not in EXECUTORS:
         raise SettingError(f"VISCON_EXECUTOR={kind!r}: use one of {', '.join(EXECUTORS)}")
     if kind == "multiprocess":
         return None
+    if kind == "in_process":
+        return dg.in_process_executor
     try:
         from dagster_k8s import k8s_job_executor
     except ImportError:

@@ -88,7 +88,7 @@ def main() -> None:
                 shards = sorted(instance.get_dynamic_partitions("obelics_shards"))
             assert len(shards) == args.shards, len(shards)
             size_registered = instance_bytes(env)
-            with dagster_services(env, work) as url:
+            with dagster_services(env, work, daemon=[str(BIN / "dagster-daemon")]) as url:  # its real 30-s loop
                 before = []
                 for _ in range(5):  # the status of `images` over every registered partition, none materialized
                     t1 = time.perf_counter()

@@ -1,4 +1,5 @@
-"""A temporary instance with the config `viscon` writes and a real `dagster-daemon`, stopped by its pid."""
+"""A temporary instance with the config `viscon` writes and a real `dagster-daemon` (its backfill loop shortened:
+tests/fast_daemon.py), stopped by its pid."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from tests.fast_daemon import COMMAND as FAST_DAEMON
 from viscon_dagster.backfills import Workspace, file_workspace, running_daemon
 from viscon_dagster.cli import default_instance_yaml
 
@@ -25,7 +27,7 @@ def new_instance(home: Path) -> dg.DagsterInstance:
 @contextmanager
 def daemon_on(instance: dg.DagsterInstance, defs_file: Path, folder: Path) -> Iterator[Workspace]:
     workspace = file_workspace(defs_file, folder)
-    with running_daemon(instance, workspace, log=folder / "daemon.log") as pid:
+    with running_daemon(instance, workspace, log=folder / "daemon.log", command=FAST_DAEMON) as pid:
         assert pid is not None  # our own daemon, not someone else's
         yield workspace
     instance.wipe_daemon_heartbeats()  # stopped: a next daemon_on must not take it for a live one

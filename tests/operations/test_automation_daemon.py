@@ -51,7 +51,8 @@ def scripted_env(tmp_path, monkeypatch, sample_dir, tokenizer_dir):
            "VISCON_CAPTION_BACKEND": "openai", "VISCON_CAPTION_MODEL": "scripted-vlm",
            "VISCON_CAPTION_BASE_URL": base_url, "VISCON_QA_BACKEND": "openai", "VISCON_QA_MODEL": "scripted-llm",
            "VISCON_QA_BASE_URL": base_url, "OPENAI_API_KEY": "test-key", "VISCON_PARTITIONS_PER_RUN": "10",
-           "DAGSTER_HOME": str(tmp_path / "home")}
+           "DAGSTER_HOME": str(tmp_path / "home"),
+           "VISCON_EXECUTOR": "in_process"}  # steps skip ~5 s of imports each (test_queue_and_pool: multiprocess)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     shards = sorted(p.name for p in (sample_dir / "shards").glob("*.parquet"))

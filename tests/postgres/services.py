@@ -14,6 +14,7 @@ from pathlib import Path
 import requests
 
 from tests.conftest import free_port
+from tests.fast_daemon import COMMAND as FAST_DAEMON
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
@@ -98,12 +99,14 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def dagster_services(env: dict[str, str], log_dir: Path, module: str = "viscon_dagster.definitions"):
-    """Daemon and webserver on the instance of env["DAGSTER_HOME"]; yields the webserver's URL."""
+def dagster_services(env: dict[str, str], log_dir: Path, module: str = "viscon_dagster.definitions",
+                     daemon: list[str] = FAST_DAEMON):
+    """Daemon and webserver on the instance of env["DAGSTER_HOME"]; yields the webserver's URL. `daemon`: the
+    command that starts `dagster-daemon` (tests: its backfill loop shortened; a benchmark: the real one)."""
     port, env = free_port(), {**os.environ, **env}
     started = []
     try:
-        for name, args in [("daemon", [BIN / "dagster-daemon", "run", "-m", module]),
+        for name, args in [("daemon", [*daemon, "run", "-m", module]),
                            ("webserver", [BIN / "dagster-webserver", "-m", module, "-h", "127.0.0.1",
                                           "-p", str(port)])]:
             log = open(log_dir / f"{name}.log", "w")  # kept by tmp_path for a look after a failure

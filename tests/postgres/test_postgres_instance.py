@@ -43,6 +43,7 @@ def test_a_daemon_backfill_of_the_chain_on_postgres(postgres_home, tmp_path, sam
     env = {**pg_env, "DAGSTER_HOME": str(home), "VISCON_STORAGE_ROOT": store.as_uri(),
            "VISCON_TOKENIZER": str(tokenizer_dir), "VISCON_IMAGE_FILE_ROOTS": str(sample_dir / "images"),
            "OPENAI_API_KEY": "test-key",
+           "VISCON_EXECUTOR": "in_process",  # the instance is under test here; steps skip ~5 s of imports each
            **{f"VISCON_{role}_{k}": v for role, model in [("CAPTION", "scripted-vlm"), ("QA", "scripted-llm")]
               for k, v in [("BACKEND", "openai"), ("MODEL", model), ("BASE_URL", base_url),
                            ("OPTIONS", json.dumps({"max_concurrency": 8}))]}}
