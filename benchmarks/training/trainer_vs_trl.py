@@ -71,6 +71,13 @@ def trainer_metrics(text: str) -> dict:
             "runtime_s": runtime}
 
 
+def trl_recipe_flags(r) -> list[str]:
+    """The rest of the recipe, where TRL's defaults differ from Transformers' (SFTConfig turns gradient
+    checkpointing and bf16 on unless told otherwise) and the modules trained beside the adapter."""
+    flags = ["--gradient_checkpointing", str(r.gradient_checkpointing), "--bf16", str(r.bf16)]
+    return flags + (["--lora_modules_to_save", *r.modules_to_save] if r.modules_to_save else [])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trl-script", required=True, help="huggingface/trl examples/scripts/sft_vlm.py")
@@ -103,7 +110,7 @@ def main() -> int:
                            "--save_strategy", "no", "--report_to", "none", "--use_cpu", "--dtype", "float32",
                            "--dataloader_num_workers", "0", "--use_peft", "--lora_r", str(r.lora_r),
                            "--lora_alpha", str(r.lora_alpha), "--lora_dropout", str(r.lora_dropout),
-                           "--lora_target_modules", *MODULES], tmp / f"trl-{i}.log")
+                           "--lora_target_modules", *MODULES, *trl_recipe_flags(r)], tmp / f"trl-{i}.log")
         results["trl"].append({**trainer_metrics(text), "peak_rss_mib": rss})
     med = {k: {m: statistics.median(x[m] for x in v) for m in v[0]} for k, v in results.items()}
     print(json.dumps({"runs": results, "median": med,
