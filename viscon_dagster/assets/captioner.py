@@ -6,7 +6,6 @@ viscon_dagster/training/train_captioner.py.
 
 import hashlib
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from viscon_dagster.core.captioner.published import (
     write_gate,
 )
 from viscon_dagster.core.captioner.recipes import TINY_STUDENT, TINY_STUDENT_SEED, Recipe, recipe
+from viscon_dagster.core.captioner.weights import upload_model_dir
 from viscon_dagster.core.chain.prompts import CAPTION_PROMPT_VERSION
 from viscon_dagster.core.exports.split import DEFAULT_TEST_FRACTION
 from viscon_dagster.core.files.atomic import is_local, local_path, write_text_atomic
@@ -104,17 +104,6 @@ def _teacher(pairs: pa.Table) -> str:
     return ", ".join(sorted(set(pairs.column("teacher").to_pylist()))) or "none"
 
 
-def _upload(local: Path, dest) -> None:
-    """Copy a model directory to storage (content-addressed: a partial copy is redone by the next run)."""
-    if is_local(dest):
-        target = Path(local_path(dest))
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(local, target)
-    else:
-        dest.fs.put(str(local), dest.path, recursive=True)
-
-
 def loss_markdown(history: list[dict]) -> str:
     if not history:
         return "no loss logged"
@@ -167,7 +156,7 @@ def contextual_captioner(context: dg.AssetExecutionContext, config: CaptionerCon
          "counts": counts, **{k: v for k, v in summary.items() if k != "weights_sha256"}}, indent=2))
     (work / "model" / "README.md").write_text(
         model_card(published.label, r.as_dict(), base_label, published.teacher, counts, summary))
-    _upload(work / "model", storage.path(published.path))
+    upload_model_dir(work / "model", storage.path(published.path))
     write_current(storage.root_path(), published)  # last: the checkpoint is complete when it is named
     history = summary["loss_history"]
     return dg.MaterializeResult(data_version=dg.DataVersion(sha), metadata={

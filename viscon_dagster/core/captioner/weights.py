@@ -1,9 +1,13 @@
-"""The content hash of a model directory's weights: the captioner's data version and its name in storage."""
+"""The content hash of a model directory's weights (the captioner's data version and its name in storage), and
+the copy of that directory into storage."""
 
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
+
+from viscon_dagster.core.files.atomic import is_local, local_path
 
 WEIGHT_SUFFIXES = (".safetensors",)
 
@@ -21,3 +25,22 @@ def weights_sha(model_dir: str | Path) -> str:
             while chunk := fh.read(1 << 20):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def upload_model_dir(local: Path, dest) -> None:
+    """Copy a model directory to storage (a UPath; content-addressed, so a rerun overwrites the same files) and
+    check that every file arrived whole: the checkpoint is named `current` only after this returns."""
+    if is_local(dest):
+        target = Path(local_path(dest))
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(local, target)
+        return
+    files = sorted(p for p in local.rglob("*") if p.is_file())
+    for f in files:  # file by file: fsspec's recursive put nests the folder when the target already exists
+        dest.fs.put_file(str(f), f"{dest.path}/{f.relative_to(local).as_posix()}")
+    short = [f.relative_to(local).as_posix() for f in files
+             if not (dest / f.relative_to(local).as_posix()).exists()
+             or (dest / f.relative_to(local).as_posix()).stat().st_size != f.stat().st_size]
+    if short:
+        raise OSError(f"model upload to {dest} incomplete: {', '.join(short)} missing or short")
