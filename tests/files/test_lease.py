@@ -143,7 +143,8 @@ def test_a_second_run_waits_for_the_lease_and_gets_it_once_released(journal_dir)
     first.release()
     waiter.join(60)
     assert second.held and stored(journal_dir).owner == "run second"
-    assert second.record.acquired_at >= releasing_at
+    # its record is stamped when the winning attempt starts, which may be up to one poll before release() ran
+    assert second.record.acquired_at >= releasing_at - 0.05
     second.release()
 
 
