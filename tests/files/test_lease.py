@@ -143,8 +143,9 @@ def test_a_second_run_waits_for_the_lease_and_gets_it_once_released(journal_dir)
     first.release()
     waiter.join(60)
     assert second.held and stored(journal_dir).owner == "run second"
-    # its record is stamped when the winning attempt starts, which may be up to one poll before release() ran
-    assert second.record.acquired_at >= releasing_at - 0.05
+    # stamped just before its winning create, which lands after release() even when the stamp is a moment
+    # earlier (a thread descheduled between the two on a loaded machine)
+    assert second.record.acquired_at >= releasing_at - 0.25
     second.release()
 
 
