@@ -64,6 +64,16 @@ def test_cli_refuses_a_bad_storage_root_before_writing_anything(tmp_path, sample
     assert list(cwd.iterdir()) == []  # no ./s3%3A/bucket/prefix
 
 
+@pytest.mark.parametrize("source", ["no/such/folder", "file:///no/such/folder"])
+def test_registering_a_folder_that_does_not_exist_says_what_was_looked_for(tmp_path, source):
+    done = run_viscon(["shards", "register", source], {"VISCON_STORAGE_ROOT": (tmp_path / "store").as_uri()}, tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    message = done.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"viscon: no shard source at {source!r}: looked for ")
+    assert "/no/such/folder" in message and "a folder of OBELICS parquet files" in message
+
+
 def test_dagster_refuses_to_load_definitions_with_a_bad_storage_root(tmp_path):
     done = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate",
                            "-m", "viscon_dagster.definitions"], env={**os.environ, "VISCON_STORAGE_ROOT": "ftp://x/y"},

@@ -26,7 +26,7 @@ from pathlib import Path
 from viscon_dagster import paths
 from viscon_dagster.core.files.atomic import write_text_atomic
 from viscon_dagster.core.shards.registry import DEFAULT_SET, SHARD_SETS, Registration, ShardKeyConflict
-from viscon_dagster.core.shards.sources import OBELICS_HUB_SOURCE
+from viscon_dagster.core.shards.sources import OBELICS_HUB_SOURCE, ShardSourceNotFound
 
 DAY_S = 24 * 3600
 
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         result = args.fn(args)
-    except (paths.SettingError, ShardKeyConflict) as e:
+    except (paths.SettingError, ShardKeyConflict, ShardSourceNotFound) as e:
         print(f"viscon: {e}", file=sys.stderr)
         return 2
     return result if isinstance(result, int) else 0

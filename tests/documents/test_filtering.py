@@ -81,3 +81,20 @@ def test_shard_is_tokenized_batch_by_batch(sample_dir, count_tokens):
     url = list_shards(str(sample_dir / "shards"))[0].url
     filter_shard(iter_record_batches(url, batch_size=8), "s0", FilterSettings(), recording_counter, lambda r: None)
     assert len(sizes) > 3 and max(sizes) <= 8
+
+
+def test_the_sample_names_its_images_relative_to_the_roots_it_is_served_from(sample_dir):
+    import json
+
+    urls = []
+    for shard in sorted((sample_dir / "shards").glob("*.parquet")):
+        table = pq.read_table(shard, columns=["images", "metadata"])
+        urls += [u for row in table.column("images").to_pylist() for u in row or [] if u]
+        for row in table.column("metadata").to_pylist():
+            try:
+                urls += [m["src"] for m in json.loads(row) if m and m.get("src")]
+            except (TypeError, ValueError):  # the sample's deliberately invalid metadata row
+                pass
+    assert urls
+    assert all(u.startswith("file:") and not u.startswith("file:/") for u in urls), urls[:3]
+    assert not [u for u in urls if str(sample_dir) in u]

@@ -103,6 +103,14 @@ def test_file_urls_only_inside_allowed_roots(server, settings, tmp_path):
     assert statuses == ["ok", "blocked_path", "blocked_path", "not_found", "blocked_path"]
     as_uri = dataclasses.replace(settings, allowed_file_roots=(root.as_uri(),))
     assert fetch_images(reqs(urls[:1]), store, as_uri, shard="f2").status_counts == {"ok": 1}
+    # relative file URLs (how the sample names its images) are looked up under each allowed root in turn
+    second = tmp_path / "second"
+    second.mkdir()
+    (second / "c.jpg").write_bytes(server.images["p24.jpg"][0])
+    two_roots = dataclasses.replace(settings, allowed_file_roots=(str(root), second.as_uri()))
+    relative = ["file:a.jpg", "file:c.jpg", "file:missing.jpg", "file:../elsewhere/b.jpg", "file:link.jpg"]
+    statuses = fetch_images(reqs(relative), store, two_roots, shard="f3").table.column("status").to_pylist()
+    assert statuses == ["ok", "ok", "not_found", "blocked_path", "blocked_path"]
 
 
 def test_other_schemes_and_bad_urls(settings, tmp_path):

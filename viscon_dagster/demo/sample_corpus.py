@@ -2,8 +2,9 @@
 
 `write_sample(out_dir)` writes `shards/sample-0000N.parquet` (the OBELICS schema: `texts`,
 `images`, `metadata`, `general_metadata`) and `images/` (JPEG, PNG, WebP and GIF files of varied
-sizes drawn with Pillow). Image URLs are `image_base_url + relative path`; by default a `file://`
-URL of the images folder, which the image fetcher reads only when that folder is allow-listed.
+sizes drawn with Pillow). Image URLs are `image_base_url + relative path`; by default a relative file URL
+(`file:p25.jpg`), which the image fetcher resolves under its allow-listed image roots (`VISCON_IMAGE_FILE_ROOTS`,
+by default the sample's images folder): no URL names the folder of the machine that wrote the sample.
 Every shard also carries deliberately bad rows — one of each kind the filter must catch — and
 image-level traps (missing file, tiny image, not-an-image, one image under two URLs).
 
@@ -48,7 +49,7 @@ class SampleSpec:
     shards: int = 4
     docs_per_shard: int = 72          # good documents per shard, before the bad rows
     seed: int = 0
-    image_base_url: str | None = None  # default: file:// URL of the images folder
+    image_base_url: str = "file:"      # relative to the image roots the sample is served from
     draw_images: bool = True           # False: URLs only (large text-side benchmarks)
     shards_1m: int = 0                 # VisCon-1M's shards (disjoint pages and images), under shards_1m/
     docs_per_shard_1m: int | None = None  # default: docs_per_shard
@@ -86,7 +87,7 @@ class _SampleWriter:
     def __init__(self, out_dir: Path, spec: SampleSpec):
         self.out_dir, self.spec = out_dir, spec
         self.images_dir = out_dir / "images"
-        self.base = spec.image_base_url or (self.images_dir.resolve().as_uri() + "/")
+        self.base = spec.image_base_url
         self.rng = random.Random(spec.seed)
 
     def image(self, name: str, fmt_index: int, size: tuple[int, int]) -> tuple[str, int, int]:

@@ -114,15 +114,26 @@ class GuardedResolver(ThreadedResolver):
 
 
 def file_url_path(url: str, allowed_roots: tuple[str, ...]) -> Path:
-    """The local path of a file:// URL, if it lies (symlinks resolved) inside an allowed root."""
+    """The local path of a file URL, if it lies (symlinks resolved) inside an allowed root. An absolute URL
+    (`file:///data/img/a.jpg`) names one file; a relative one (`file:ab/a.jpg`) is looked up under each allowed
+    root in turn, so a corpus can name its images without naming the machine that serves them."""
     parts = urlsplit(url)
     if not allowed_roots:
         raise Refused("blocked_scheme", "file:// URLs are refused: no allowed_file_roots configured")
     if parts.netloc not in ("", "localhost"):
         raise Refused("blocked_path", f"file URL names a remote host: {parts.netloc}")
-    path = Path(os.path.realpath(url2pathname(parts.path)))
-    for root in allowed_roots:
-        root_path = url2pathname(urlsplit(root).path) if root.startswith("file:") else root
-        if path.is_relative_to(os.path.realpath(root_path)):
+    roots = [os.path.realpath(url2pathname(urlsplit(r).path) if r.startswith("file:") else r) for r in allowed_roots]
+    relative = url2pathname(parts.path)
+    if not parts.path.startswith("/"):
+        if ".." in Path(relative).parts:
+            raise Refused("blocked_path", f"{relative} climbs out of the allowed file roots")
+        # the first root holding the name decides (a link there out of the root is refused below)
+        found = next((os.path.join(r, relative) for r in roots if os.path.lexists(os.path.join(r, relative))), None)
+        if found is None:
+            return Path(roots[0], relative)  # read as not found
+        relative = found
+    path = Path(os.path.realpath(relative))
+    for root in roots:
+        if path.is_relative_to(root):
             return path
     raise Refused("blocked_path", f"{path} is outside the allowed file roots")

@@ -43,6 +43,10 @@ class ShardReadError(RuntimeError):
     """A shard that cannot be read; the message names its URL."""
 
 
+class ShardSourceNotFound(FileNotFoundError):
+    """The source named for registration does not exist; the message says what was looked for."""
+
+
 def shard_key(url: str) -> str:
     """Partition key of a shard file: its name without `.parquet`, limited to safe characters."""
     name = url.rstrip("/").rsplit("/", 1)[-1]
@@ -59,6 +63,10 @@ def _as_upath(url: str, storage_options: dict[str, Any] | None) -> UPath:
 def list_shards(source: str, storage_options: dict[str, Any] | None = None) -> list[ShardRef]:
     """Every `*.parquet` file directly under the source, sorted by key."""
     root = _as_upath(source, storage_options)
+    if not root.exists():
+        raise ShardSourceNotFound(
+            f"no shard source at {source!r}: looked for {root} and found nothing there; give a folder of OBELICS "
+            "parquet files, one such file, an s3://bucket/prefix or hf://datasets/<repo>/<folder>")
     if root.is_file():
         files = [root]
     else:
