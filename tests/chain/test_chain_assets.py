@@ -9,10 +9,12 @@ import pytest
 from datasets import load_dataset
 from PIL import Image
 from transformers import AutoProcessor
+from upath import UPath
 
 from tests.chain.scripted_openai import ScriptedOpenAI
 from tests.conftest import materialize_partition
 from tests.exports.llava_validator import validate_llava_file
+from viscon_dagster.core.exports.versions import current_release_path
 from viscon_dagster.definitions import RELEASE_JOB, SHARD_JOB, build_definitions
 from viscon_dagster.demo.tiny_models import build_tiny_models
 from viscon_dagster.environment import image_fetcher
@@ -68,17 +70,18 @@ def test_whole_chain_with_tiny_models_and_release(tmp_path, sample_dir, tokenize
     conversations = table(store, "conversations", key)
     assert {"leaky", "captions", "separate"} <= set(conversations.column("mix").to_pylist())
 
-    hf = store / "viscon_100k_release" / "hf"
+    current = current_release_path(UPath(store), "viscon_100k_release")  # versions/<version>/, named by CURRENT
+    hf = current / "hf"
     assert (hf / "README.md").exists()
-    for published in (hf / "README.md", store / "viscon_100k_release" / "preview.html"):
+    for published in (hf / "README.md", current / "preview.html"):
         assert str(tiny_models["vlm"].parent) not in published.read_text(), published
     leaky = load_dataset("parquet", data_files=str(hf / "data" / "leaky" / "*.parquet"), split="train")
     assert leaky.num_rows == Counter(conversations.column("mix").to_pylist())["leaky"]
-    llava = store / "viscon_100k_release" / "llava"
+    llava = current / "llava"
     for split_file in (llava / "leaky").glob("*.json"):
         assert validate_llava_file(split_file, llava) == []
     processor = AutoProcessor.from_pretrained(tiny_models["vlm"])
-    idefics = [r for f in sorted((store / "viscon_100k_release" / "idefics" / "leaky").glob("*.parquet"))
+    idefics = [r for f in sorted((current / "idefics" / "leaky").glob("*.parquet"))
                for r in pq.read_table(f).to_pylist()]
     assert len(idefics) == leaky.num_rows  # train and test files together, as for the HF export
     for row in idefics[:3]:

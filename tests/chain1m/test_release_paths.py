@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 import pyarrow.parquet as pq
+from upath import UPath
 
 from tests.chain1m.release_files import files_with_paths, machine_paths
 from tests.conftest import materialize_partition
+from viscon_dagster.core.exports.versions import current_release_path
 from viscon_dagster.definitions import RELEASE_JOB, build_definitions
 from viscon_dagster.demo.sample_corpus import SampleSpec, write_sample
 from viscon_dagster.demo.tiny_models import build_tiny_models
@@ -34,7 +36,7 @@ def test_the_100k_release_names_models_by_label_and_no_machine_path(tmp_path, to
         release = defs.resolve_job_def(RELEASE_JOB).execute_in_process(instance=instance)
         assert release.success
         metadata = instance.get_latest_materialization_event(dg.AssetKey("captions")).asset_materialization.metadata
-    out = store / "viscon_100k_release"
+    out = current_release_path(UPath(store), "viscon_100k_release")
     records = pq.read_table(next((out / "hf" / "data" / "leaky").glob("*.parquet"))).to_pylist()
     assert records
     assert {r["caption_model"] for r in records} == {metadata["caption_model"].value}
@@ -43,8 +45,10 @@ def test_the_100k_release_names_models_by_label_and_no_machine_path(tmp_path, to
     assert all(r["image_url"].startswith("local:") and "/" not in r["image_url"] for r in records)
     card = (out / "hf" / "README.md").read_text()
     assert f"`{metadata['caption_model'].value}`" in card and "## Captioner" not in card  # a teacher, no captioner
-    assert files_with_paths(out, machine_paths(store, sample, tmp_path, models["vlm"])) == {}
+    release = store / "viscon_100k_release"  # every file: the pointer, the manifest and the version's formats
+    assert files_with_paths(release, machine_paths(store, sample, tmp_path, models["vlm"])) == {}
     # the check itself finds a path where there is one
     (out / "llava" / "planted.json").write_text(f'{{"image_url": "file://{sample}/images/x.jpg"}}')
-    assert files_with_paths(out, machine_paths(store, sample)) == {"llava/planted.json": sorted(
+    planted = str((out / "llava" / "planted.json").relative_to(release))
+    assert files_with_paths(release, machine_paths(store, sample)) == {planted: sorted(
         p for p in machine_paths(store, sample) if p in f"file://{sample}/images/x.jpg")}

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import dagster as dg
 import pyarrow.parquet as pq
+from upath import UPath
 
 from tests.chain1m.release_files import files_with_paths, machine_paths
 from tests.conftest import materialize_partition
 from viscon_dagster.core.captioner.published import GateResult, read_current, read_gate, write_gate
+from viscon_dagster.core.exports.versions import current_release_path
 from viscon_dagster.definitions import build_definitions
 from viscon_dagster.demo.sample_corpus import SampleSpec, write_sample
 from viscon_dagster.demo.tiny_models import build_tiny_lm
@@ -107,14 +109,14 @@ def test_viscon_1m_with_the_trained_captioner(tmp_path, tokenizer_dir, teacher):
         assert captions_meta.asset_materialization.metadata["caption_model"].value == label
 
         # the 1M release: its own folder, the card names the captioner, its metrics and its teacher
-        out = store / "viscon_1m_release"
+        out = current_release_path(UPath(store), "viscon_1m_release")
         card = (out / "hf" / "README.md").read_text()
         assert f"### `{label}`" in card and "teacher (whose captions it learned from): `teacher-vlm`" in card
         assert "evaluation gate: passed" in card and "BLEU" in card
         exported = pq.read_table(next((out / "hf" / "data" / "captions").glob("train-*.parquet")))
         assert set(exported.column("caption_model").to_pylist()) == {label}
         assert all(u.startswith("local:") for u in exported.column("image_url").to_pylist())
-        assert files_with_paths(out, machine_paths(store, sample, tmp_path)) == {}
+        assert files_with_paths(store / "viscon_1m_release", machine_paths(store, sample, tmp_path)) == {}
 
         # a new checkpoint: the 1M captions go stale, and are refused until it is evaluated
         assert train(defs, instance, 13, evaluate=False).success

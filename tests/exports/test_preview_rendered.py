@@ -26,6 +26,7 @@ from tests.exports.test_preview import (
 )
 from viscon_dagster.assets.exports import release_asset
 from viscon_dagster.core.exports.preview import PreviewSources, write_preview
+from viscon_dagster.core.exports.versions import current_release_path
 from viscon_dagster.resources.hub import HubResource
 from viscon_dagster.resources.storage import StorageResource
 
@@ -124,8 +125,12 @@ def test_release_writes_the_preview_and_links_it(tmp_path):
     metadata = materialize_release(storage, {"ops": {"viscon_100k_release": {"config": {
         "formats": ["llava"], "mixes": ["leaky", "mcq"], "preview_per_mix": 2, "preview_seed": 3}}}})
     html_path = Path(metadata["preview_html"].value)
-    assert html_path == root / "viscon_100k_release" / "preview.html" and html_path.is_file()
+    version = metadata["version"].value
+    current = current_release_path(UPath(root), "viscon_100k_release")
+    assert current.name == version and Path(current.path) == root / "viscon_100k_release" / "versions" / version
+    assert html_path == Path(current.path) / "preview.html" and html_path.is_file()
     dom = Dom(html_path.read_text())
+    assert [e["text"] for e in dom.find("p", "version")] == [f"release version {version}"]
     assert sorted(a["attrs"]["data-mix"] for a in dom.find("article")) == ["leaky", "leaky", "mcq", "mcq"]
     released = metadata["counts"].value["llava"]
     assert counted(dom)["released (mix / split)"] == {
@@ -138,6 +143,7 @@ def test_release_writes_the_preview_and_links_it(tmp_path):
     again = materialize_release(storage, {"ops": {"viscon_100k_release": {"config": {
         "formats": ["llava"], "mixes": ["leaky", "mcq"], "preview_per_mix": 2, "preview_seed": 3}}}})
     assert again["preview"].value == metadata["preview"].value  # seeded: a rerun shows the same records
+    assert again["version"].value > version and again["previous_version"].value == version
 
 
 def test_release_on_s3_writes_the_preview_into_the_bucket(s3_server, s3_bucket):
@@ -147,8 +153,12 @@ def test_release_on_s3_writes_the_preview_into_the_bucket(s3_server, s3_bucket):
     storage = StorageResource(root=f"s3://{name}/storage", s3=S3Resource(endpoint_url=s3_server,
                                                                          region_name="us-east-1"))
     metadata = materialize_release(storage, {"ops": {"viscon_100k_release": {"config": {"formats": ["hf"]}}}})
-    assert metadata["preview_html"].value == f"s3://{name}/storage/viscon_100k_release/preview.html"
-    page = client.get_object(Bucket=name, Key="storage/viscon_100k_release/preview.html")["Body"].read().decode()
+    version = metadata["version"].value
+    pointer = client.get_object(Bucket=name, Key="storage/viscon_100k_release/CURRENT")["Body"].read()
+    assert pointer == f"{version}\n".encode()
+    key = f"storage/viscon_100k_release/versions/{version}/preview.html"
+    assert metadata["preview_html"].value == f"s3://{name}/{key}"
+    page = client.get_object(Bucket=name, Key=key)["Body"].read().decode()
     dom = Dom(page)
     assert_self_contained(dom)
     assert len(dom.find("article")) == sum(min(8, n) for n in RECORDS_PER_MIX.values())

@@ -1,7 +1,10 @@
 """The release: every materialized shard of a chain's conversations, exported (stage 9).
 
 Unpartitioned; it reads the shards' parquet files from storage (`deps`, not an in-memory fan-in),
-so a release of thousands of shards streams shard by shard.
+so a release of thousands of shards streams shard by shard. Each run writes a new version folder
+(`<release>/versions/<version>/`) and makes it current by rewriting `<release>/CURRENT` only once every
+format, the card, the preview and the manifest are written (core/exports/versions.py); the Hub push reads
+that complete version.
 """
 
 import dagster as dg
@@ -10,7 +13,8 @@ from viscon_dagster.assets.metadata import as_metadata
 from viscon_dagster.assets.per_shard import config_defaults
 from viscon_dagster.core.chain.leakage import leakage_summary
 from viscon_dagster.core.exports.preview import DEFAULT_PER_MIX, PreviewSources, records_markdown, write_preview
-from viscon_dagster.core.exports.release import FORMATS, export_conversations, push_dataset
+from viscon_dagster.core.exports.release import FORMATS, export_conversations, push_release
+from viscon_dagster.core.exports.versions import DEFAULT_KEEP, new_version_id, publish, version_path, write_manifest
 from viscon_dagster.core.files.parquet import read_parquet
 from viscon_dagster.core.versions import code_version
 from viscon_dagster.resources.hub import HubResource
@@ -26,6 +30,7 @@ class ReleaseConfig(dg.Config):
     push_to: str | None = None           # hf://datasets/org/name, or any fsspec URL
     preview_per_mix: int = DEFAULT_PER_MIX  # records per mix in preview.html
     preview_seed: int = 0
+    keep_versions: int = DEFAULT_KEEP    # complete versions kept, the current one included (older ones deleted)
 
 
 IMAGES = dg.AssetKey("images")
@@ -51,10 +56,11 @@ def release_asset(name: str, conversations: dg.AssetKey, unique_qa: dg.AssetKey,
 
     @dg.asset(name=name, deps=[conversations, unique_qa], group_name=group, kinds={"parquet", "json"},
               automation_condition=automation_condition,
-              code_version=code_version("release", settings=config_defaults(ReleaseConfig, "push_to")),
+              code_version=code_version("release", settings=config_defaults(ReleaseConfig, "push_to", "keep_versions")),
               description="LLaVA JSON + images, Idefics chat parquet with embedded images, HF parquet shards "
                           "with a dataset card; train/test split by page url; preview.html, a gallery of a "
-                          "seeded sample per mix with the stage counts. Optionally pushed to the Hub.")
+                          "seeded sample per mix with the stage counts. Written whole into a new version folder, "
+                          "made current by the release's CURRENT file; optionally pushed to the Hub.")
     def _release(context: dg.AssetExecutionContext, config: ReleaseConfig, storage: StorageResource,
                  hub: HubResource):
         shards = sorted(context.instance.get_materialized_partitions(conversations))
@@ -67,23 +73,39 @@ def release_asset(name: str, conversations: dg.AssetKey, unique_qa: dg.AssetKey,
 
         leakage = [v for t in tables(unique_qa) for v, kept in zip(t["leakage"].to_pylist(), t["kept"].to_pylist())
                    if kept and v is not None]
-        out = storage.path(*context.asset_key.path)
+        if config.keep_versions < 1:
+            raise dg.Failure(f"keep_versions must be at least 1 (the current version), got {config.keep_versions}")
+        release = storage.path(*context.asset_key.path)
+        version = new_version_id(salt=context.run_id)
+        out = version_path(release, version)
+        context.log.info(f"writing release version {version}")
         summary = export_conversations(tables(conversations), storage.root_path(), out,
                                        formats=config.formats, mixes=config.mixes,
                                        test_fraction=config.test_fraction, split_seed=config.split_seed,
-                                       leakage=leakage_summary(leakage), pretty_name=config.pretty_name)
-        metadata = {"shards": len(shards), "path": dg.MetadataValue.path(str(out)),
-                    **as_metadata(summary.metadata())}
+                                       leakage=leakage_summary(leakage), pretty_name=config.pretty_name,
+                                       version=version)
         released = next(iter(summary.counts.values()), None)
         preview = write_preview(PreviewSources(storage.root_path(), **preview_sources), shards, out,
                                 title=config.pretty_name, per_mix=config.preview_per_mix, seed=config.preview_seed,
-                                mixes=config.mixes, released=released)
+                                mixes=config.mixes, released=released, version=version)
+        write_manifest(out, version, formats=list(summary.counts), counts=summary.counts, shards=len(shards),
+                       records_in=summary.records_in, images=summary.images)
+        published = publish(release, version, keep=config.keep_versions)
+        if not published.became_current:
+            context.log.warning(f"release version {version} is complete but not current: {published.current}, "
+                                "written by a release that started later, was published first")
+        metadata = {"shards": len(shards), "path": dg.MetadataValue.path(str(out)),
+                    "release_path": dg.MetadataValue.path(str(release)),
+                    **as_metadata(published.metadata()), **as_metadata(summary.metadata())}
         metadata.update(preview_html=dg.MetadataValue.path(preview.location),
                         preview=dg.MetadataValue.md(records_markdown(preview.records)), **preview.metadata())
-        if config.push_to:
-            pushed = push_dataset(out / "hf", config.push_to, storage_options=storage.options_for(config.push_to),
+        if config.push_to and published.became_current:
+            pushed = push_release(release, version, config.push_to,
+                                  storage_options=storage.options_for(config.push_to),
                                   token=hub.token, private=hub.private, endpoint=hub.endpoint)
             metadata["pushed_to"] = pushed["target"]
+        elif config.push_to:
+            context.log.warning(f"not pushed to {config.push_to}: version {version} is not the current one")
         return dg.MaterializeResult(metadata=metadata)
 
     return _release

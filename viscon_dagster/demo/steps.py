@@ -113,6 +113,16 @@ def demo_viscon_1m(sample: Path) -> list[bool]:
     return [ok, release.success]
 
 
+def _current_release(root, name: str) -> str:
+    """Where the current version of a release is (`<release>/versions/<version>/`), or why there is none."""
+    from viscon_dagster.core.exports.versions import ReleaseNotFound, current_release_path
+
+    try:
+        return f"{current_release_path(root, name)}/"
+    except ReleaseNotFound:
+        return f"no current {name} (its run failed)"
+
+
 def run_demo(fresh: bool = False) -> int:
     """`viscon demo`: the sample and tiny models (once, or again with `fresh`), then every step below."""
     sample = paths.sample_dir()
@@ -133,12 +143,15 @@ def run_demo(fresh: bool = False) -> int:
     ok += demo_viscon_1m(sample)
     with _storage() as storage:
         root = storage.root_url
+        current = {name: _current_release(storage.root_path(), name)
+                   for name in ("viscon_100k_release", "viscon_1m_release")}
     print(f"\nstorage root: {root}"
           f"\n  per shard:     {root}/<asset>/<shard>.parquet  (filtered_docs, images, captions, qa_pairs, "
           f"unique_qa_pairs, conversations)"
           f"\n  rejects:       {root}/filtered_docs_rejects/<shard>.parquet"
-          f"\n  the dataset:   {root}/viscon_100k_release/  (llava/, idefics/, hf/ with README.md)"
-          f"\n  VisCon-1M:     {root}/viscon_1m/<asset>/<shard>.parquet, {root}/viscon_1m_release/"
+          f"\n  the dataset:   {current['viscon_100k_release']}  (llava/, idefics/, hf/ with README.md, preview.html;"
+          f" the version {root}/viscon_100k_release/CURRENT names)"
+          f"\n  VisCon-1M:     {root}/viscon_1m/<asset>/<shard>.parquet, {current['viscon_1m_release']}"
           f"\n  release run:   {'ok' if release.success else 'FAILED'}"
           f"\nDagster instance: {paths.dagster_home()} (open the UI with `viscon ui`)")
     return 0 if all(ok) else 1

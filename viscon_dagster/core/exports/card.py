@@ -130,8 +130,10 @@ def _leakage_table(leakage: dict[str, Any] | None) -> str:
 
 def render_card(counts: dict[str, dict[str, int]], lineage: dict[str, list[str]],
                 leakage: dict[str, Any] | None = None, *, pretty_name: str = "VisCon (reproduction)",
-                default_mix: str = "leaky", notes: str = "", captioners: list[CaptionerLineage] | None = None) -> str:
-    """counts: mix → split → records; lineage: column → distinct values (models, prompt versions)."""
+                default_mix: str = "leaky", notes: str = "", captioners: list[CaptionerLineage] | None = None,
+                version: str | None = None) -> str:
+    """counts: mix → split → records; lineage: column → distinct values (models, prompt versions);
+    version: the release version id."""
     if default_mix not in counts and counts:
         default_mix = sorted(counts)[0]
     splits = sorted({s for c in counts.values() for s in c}, key=lambda s: (s != "train", s))
@@ -140,11 +142,12 @@ def render_card(counts: dict[str, dict[str, int]], lineage: dict[str, list[str]]
                    sum(counts[m].values())] for m in sorted(counts)]
     model_rows = [[k, _values(vals)] for k, vals in lineage.items()]
     leak_text = _leakage_table(leakage)
+    version_line = f"\nRelease version `{version}`.\n" if version else ""
     return f"""---
 {yaml_text}---
 
 # {pretty_name}
-
+{version_line}
 Image conversations built from web pages the way VisCon-100K (arXiv 2502.10250) was: a vision-language
 model captions each image *with the text of the page around it* (an image-contextual caption), a
 language model turns each caption into free-form and multiple-choice Q&A, near-duplicate questions are

@@ -1,5 +1,8 @@
 """Stage 9: conversation tables → training-ready exports, below one output folder (local or S3).
 
+The release asset gives each release a fresh version folder as `out` and makes it current only once every
+format, the card and the preview are complete (versions.py); readers go through `current_release_path`.
+
     <out>/llava/<mix>/<split>.json + <out>/llava/images/…      LLaVA JSON + image folder (llava.py)
     <out>/idefics/<mix>/<split>-0000N-of-0000M.parquet         chat messages, image embedded (parquet.py)
     <out>/hf/data/<mix>/<split>-0000N-of-0000M.parquet         HF dataset, one config per mix
@@ -8,8 +11,9 @@
 One pass over the tables (one per shard, `CONVERSATIONS_SCHEMA`), in chunks: each chunk's images are
 read once from `root / image` and fed to every format. The split comes from the page URL
 (split.py). A record whose image is missing from storage is dropped and counted. Each
-format's folder is replaced on every run, so a rerun never leaves stale shards behind.
-`push_dataset` publishes a folder (normally `<out>/hf`) to the HF Hub or any fsspec URL.
+format's folder is replaced on every run, so a rerun into the same folder never leaves stale shards behind.
+`push_dataset` publishes a folder (normally `<out>/hf`) to the HF Hub or any fsspec URL; `push_release` does so
+for a release version only once its manifest shows it complete.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from viscon_dagster.core.exports.llava import LlavaWriter
 from viscon_dagster.core.exports.parquet import DEFAULT_MAX_SHARD_BYTES, hf_export, idefics_export
 from viscon_dagster.core.exports.split import DEFAULT_TEST_FRACTION, split_for
 from viscon_dagster.core.exports.storage_io import copy_tree, file_sizes, read_images, remove_tree
+from viscon_dagster.core.exports.versions import require_complete, version_path
 from viscon_dagster.core.files.atomic import write_text_atomic
 
 FORMATS = ("llava", "idefics", "hf")
@@ -70,12 +75,13 @@ def export_conversations(tables: Iterable[pa.Table], root: UPath, out: UPath, *,
                          test_fraction: float = DEFAULT_TEST_FRACTION, split_seed: int = 0,
                          max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, chunk_rows: int = 256,
                          workers: int = 8, leakage: dict[str, Any] | None = None,
-                         pretty_name: str = "VisCon (reproduction)", default_mix: str = "leaky") -> ExportSummary:
+                         pretty_name: str = "VisCon (reproduction)", default_mix: str = "leaky",
+                         version: str | None = None) -> ExportSummary:
     """Write the chosen formats for `tables` below `out`; images are read from `root / image`.
 
     `mixes` limits the export to those mixes (default: every mix in the tables). `leakage` is the
     precomputed Q&A leakage summary for the card (`export_card.leakage_by_kind` or
-    `core.chain.leakage.leakage_summary`).
+    `core.chain.leakage.leakage_summary`). `version` (the release version id) is named on the card.
     """
     formats = list(dict.fromkeys(formats))
     if unknown := set(formats) - set(FORMATS):
@@ -116,7 +122,8 @@ def export_conversations(tables: Iterable[pa.Table], root: UPath, out: UPath, *,
         captioners = [c for c in map(lambda label: captioner_lineage(root, label), sorted(lineage["caption_model"]))
                       if c is not None]
         card = render_card(summary.counts["hf"], {c: sorted(v) for c, v in lineage.items()}, leakage,
-                           pretty_name=pretty_name, default_mix=default_mix, captioners=captioners)
+                           pretty_name=pretty_name, default_mix=default_mix, captioners=captioners,
+                           version=version)
         write_text_atomic(out / "hf" / "README.md", card)
     for name in active:
         sizes = file_sizes(out / name)
@@ -185,3 +192,12 @@ def push_dataset(folder: UPath, target: str, *, storage_options: dict[str, Any] 
         return {"target": target, "commit": getattr(info, "oid", None), "url": str(info)}
     files, nbytes = copy_tree(folder, UPath(target, **(storage_options or {})))
     return {"target": target, "files": files, "bytes": nbytes}
+
+
+def push_release(release: UPath, version: str, target: str, **kwargs: Any) -> dict[str, Any]:
+    """Publish the `hf/` folder of one release version to `target` (see `push_dataset`), and only a complete
+    one: its manifest is read and every file it lists checked first (`IncompleteVersion` otherwise)."""
+    folder = version_path(release, version)
+    require_complete(folder)
+    kwargs.setdefault("commit_message", f"Upload VisCon release {version}")
+    return {**push_dataset(folder / "hf", target, **kwargs), "version": version}
