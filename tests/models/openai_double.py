@@ -8,9 +8,11 @@ Faults are asked for by directives in the last user message, counted per distinc
 `[[429x2]]` (first two calls get 429 + Retry-After), `[[500x1]]`, `[[timeoutx1]]`, `[[dropx1]]`,
 `[[badjsonx1]]` (first answer is not JSON), `[[badjson]]` (never JSON), `[[refuse]]`,
 `[[batchfail]]` (the item fails inside a batch once), `[[expire]]` (the batch expires with the item
-unanswered once). Whole-server faults are settings: `api_key` (anything else gets 401 on every endpoint,
-the message echoing the key sent, as a careless server would), `models` (others get 404
-model_not_found), `quota_exhausted` (429 insufficient_quota). Run standalone
+unanswered once), `[[toolong]]` (400 context_length_exceeded, as OpenAI words it, with the prompt's size).
+Whole-server faults are settings: `api_key` (anything else gets 401 on every endpoint, the message
+echoing the key sent, as a careless server would), `models` (others get 404 model_not_found),
+`quota_exhausted` (429 insufficient_quota), `reject` (400 invalid_request_error with this message to
+every chat request and batch item; `{n}` in it becomes a number that differs per request). Run standalone
 (`python openai_double.py --port 8999 --latency 0.2`) for benchmarks.
 """
 
@@ -67,8 +69,10 @@ class OpenAIDouble:
 
     def __init__(self, latency_s: float = 0.0, supports_response_format: bool = True,
                  retry_after_s: float = 0.2, hang_s: float = 5.0, batch_polls_to_complete: int = 1,
-                 api_key: str | None = None, models: set[str] | None = None, quota_exhausted: bool = False):
+                 api_key: str | None = None, models: set[str] | None = None, quota_exhausted: bool = False,
+                 reject: str | None = None):
         self.api_key, self.models, self.quota_exhausted = api_key, models, quota_exhausted
+        self.reject, self.rejections = reject, 0
         self.latency_s = latency_s
         self.supports_response_format = supports_response_format
         self.retry_after_s = retry_after_s
@@ -116,6 +120,16 @@ class OpenAIDouble:
             return 429, {}, {"error": {"message": "You exceeded your current quota, please check your plan and "
                                                   "billing details.", "type": "insufficient_quota", "param": None,
                                        "code": "insufficient_quota"}}
+        size = sum(len(_text_of(m.get("content", ""))) for m in msgs)
+        if self.reject is not None:
+            self.rejections += 1
+            return 400, {}, {"error": {"message": self.reject.replace("{n}", str(size + 1000 * self.rejections)),
+                                       "type": "invalid_request_error", "param": None, "code": None}}
+        if "toolong" in directives:
+            return 400, {}, {"error": {"message": f"This model's maximum context length is 128000 tokens. However, "
+                                                  f"your messages resulted in {128000 + size} tokens. Please reduce "
+                                                  "the length of the messages.", "type": "invalid_request_error",
+                                       "param": "messages", "code": "context_length_exceeded"}}
         if rf and not self.supports_response_format:
             return 400, {}, {"error": {"message": "response_format is not supported", "type": "invalid_request_error",
                                        "param": "response_format", "code": None}}

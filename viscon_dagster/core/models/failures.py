@@ -7,6 +7,16 @@ systemic: the server could not be reached or would not answer (connection refuse
 partition fails once everything answered is journaled (unless `max_failure_fraction` tolerates them),
 so that a rerun or a backfill relaunch asks again for exactly those. Fatal kinds fail every other
 request the same way, so a call stops at the first one.
+
+A rejected request (`bad_request`, `context_too_long`) is a row, unless the rejections are systemic: a
+misconfiguration (a model that does not take images, an unsupported `response_format`, a bad parameter,
+a context length shorter than the prompts) makes every request invalid, and a partition of error rows
+would pass. So when the first N requests a call asks (`systemic_after_n_bad_requests`), or every
+request of a partition smaller than that (2 at least, none answered from the journal), are rejected with
+the same message before anything is answered, the call stops and the partition fails with that
+message. "The same message" compares messages with every token that holds a digit masked (token
+counts, lengths, request ids differ from page to page; the cause does not). One answer, even a
+refusal, shows the configuration works: later rejections are rows whatever their number.
 """
 
 from __future__ import annotations
@@ -19,7 +29,9 @@ from collections.abc import Iterable, Sequence
 from viscon_dagster.core.models.request import Response
 
 # error kinds that are about the request, not the service: recorded rows
-ROW_KINDS = frozenset({"image_unreadable", "bad_request"})
+ROW_KINDS = frozenset({"image_unreadable", "bad_request", "context_too_long"})
+# rejections of the request by the model (server or local): systemic when every request gets the same one
+REJECTION_KINDS = frozenset({"bad_request", "context_too_long"})
 # the service refuses this configuration: asking again cannot help, and nothing else is asked
 FATAL_KINDS = frozenset({"auth", "permission_denied", "model_not_found", "quota"})
 
@@ -37,9 +49,15 @@ WHAT = {
     "batch_pending": "the batch is still running (a rerun collects it)",
     "batch_failed": "the batch item failed or expired on every resubmission",
     "not_asked": "not asked: the call stopped once the partition could not succeed",
+    "bad_request": "the request was rejected as invalid (400)",
+    "context_too_long": "the prompt does not fit the model's context length",
 }
 
 _KEYISH = re.compile(r"\b(sk-|sess-|Bearer\s+)[A-Za-z0-9_*\-]{4,}")
+_WITH_DIGIT = re.compile(r"[A-Za-z0-9_\-]*[0-9][A-Za-z0-9_\-]*")
+# how servers say a prompt is too long: OpenAI's error code, vLLM's messages (server and engine), llama.cpp's
+_CONTEXT_LENGTH = re.compile(r"context_length_exceeded|maximum context length|longer than the maximum model length"
+                             r"|exceeds? the (?:available )?context (?:size|length)", re.I)
 
 
 def is_systemic(response: Response) -> bool:
@@ -50,9 +68,22 @@ def is_fatal(response: Response) -> bool:
     return response.status == "error" and response.error_kind in FATAL_KINDS
 
 
-def status_kind(status: int | None, code: str | None = None) -> str:
-    """The error kind of an HTTP error status and the API's error code (chat endpoint and batch items;
-    None: a batch item or batch that failed without an HTTP status)."""
+def is_context_length(text: str | None) -> bool:
+    """Whether a rejection's code or message says the prompt does not fit the model's context."""
+    return bool(text) and _CONTEXT_LENGTH.search(text) is not None
+
+
+def normalised_message(text: str | None) -> str:
+    """A rejection's message as compared for the systemic rule: every token that holds a digit masked,
+    whitespace collapsed, case folded."""
+    return " ".join(_WITH_DIGIT.sub("#", text or "").split()).casefold()
+
+
+def status_kind(status: int | None, code: str | None = None, message: str | None = None) -> str:
+    """The error kind of an HTTP error status, the API's error code and message (chat endpoint and batch
+    items; None: a batch item or batch that failed without an HTTP status)."""
+    if status in (400, 413, 422) and (is_context_length(code) or is_context_length(message)):
+        return "context_too_long"
     if code == "insufficient_quota":
         return "quota"
     if code == "model_not_found" or status == 404:
@@ -90,19 +121,57 @@ class ModelServiceError(RuntimeError):
         self.kinds, self.journaled, self.total = kinds, journaled, total
 
 
+def rejection_limit(n: int, asked: int, from_journal: int) -> int:
+    """How many rejections with one message, before any answer, make them systemic: `n` (0: never), or
+    every request asked when the partition asks fewer than `n`, at least 2, and none came from the journal
+    (a partition with journaled answers worked before: its last few rejections are rows)."""
+    if n <= 0:
+        return 0
+    if asked >= n:
+        return n
+    return asked if asked >= 2 and from_journal == 0 else 0
+
+
 class FailureTally:
     """Systemic failures of one call, by request position, against what `max_fraction` tolerates.
 
-    `stop` turns true at the first fatal failure, or once more positions failed than tolerated: the
-    partition cannot succeed any more, so asking the rest would only spend time and retries."""
+    `stop` turns true at the first fatal failure, once more positions failed than tolerated, or once
+    `rejection_limit` rejections in a row had the same message with nothing answered yet: the partition
+    cannot succeed any more, so asking the rest would only spend time and retries. `total`: the call's
+    positions; `asked`: the distinct requests it asks (default `total`); `from_journal`: positions
+    answered from the journal."""
 
-    def __init__(self, total: int, max_fraction: float = 0.0):
+    def __init__(self, total: int, max_fraction: float = 0.0, systemic_after_n_bad_requests: int = 0,
+                 asked: int | None = None, from_journal: int = 0):
         self.allowed = math.floor(max_fraction * total + 1e-9)
         self.failed = 0
         self.fatal = False
         self.first: Response | None = None
+        self.bad_request_setting = systemic_after_n_bad_requests
+        self.rejection_limit = rejection_limit(systemic_after_n_bad_requests,
+                                               total if asked is None else asked, from_journal)
+        self.answered = False  # an answer arrived: the configuration works, rejections are rows
+        self.run: tuple[str | None, str] | None = None  # (kind, normalised message) of the current run
+        self.run_length = 0
+        self.run_first: Response | None = None
+        self.rejected = False  # the run reached the limit: systemic
+
+    def _rejection(self, response: Response) -> None:
+        if self.answered or not self.rejection_limit:
+            return
+        key = (response.error_kind, normalised_message(response.error))
+        if key != self.run:
+            self.run, self.run_length, self.run_first = key, 0, response
+        self.run_length += 1
+        self.rejected = self.rejected or self.run_length >= self.rejection_limit
 
     def add(self, response: Response, positions: int = 1) -> None:
+        if response.status != "error":
+            self.answered = True
+            return
+        if response.error_kind in REJECTION_KINDS:
+            self._rejection(response)
+            return
         if not is_systemic(response):
             return
         self.failed += positions
@@ -112,7 +181,7 @@ class FailureTally:
 
     @property
     def stop(self) -> bool:
-        return self.fatal or self.failed > self.allowed
+        return self.fatal or self.rejected or self.failed > self.allowed
 
     def error(self, who: str, out: Sequence[Response | None], crash: BaseException | None = None,
               secrets: Iterable[str | None] = ()) -> ModelServiceError | None:
@@ -120,20 +189,30 @@ class FailureTally:
         position, None for requests never asked)."""
         if crash is None and not self.stop:
             return None
-        kinds = Counter("not_asked" if r is None else r.error_kind or "unknown"
-                        for r in out if r is None or is_systemic(r))
+        kinds = Counter("not_asked" if r is None else r.error_kind or "unknown" for r in out
+                        if r is None or is_systemic(r) or (self.rejected and r.error_kind in REJECTION_KINDS))
         journaled = sum(r is not None and r.journaled() for r in out)
         missing = len(out) - journaled
         parts = []
         if crash is not None:
             parts.append(f"{who} failed: {type(crash).__name__}: {crash}")
+        if self.rejected and self.run_first is not None:
+            n, which = self.run_length, ("the first" if self.rejection_limit == self.bad_request_setting
+                                         else "all")
+            parts.append(f"{who}: {which} {n} requests asked were rejected ({self.run_first.error_kind}) with the "
+                         f"same message, so every request would be: a configuration fault (a model that does not "
+                         f"take images, an unsupported response_format or parameter, a context length shorter "
+                         f"than the prompts), not {n} bad rows, and nothing more was asked. The message: "
+                         f"{(self.run_first.error or 'none').rstrip('.')}. Fix the configuration and rerun; if "
+                         f"the rejections are genuine rows, raise systemic_after_n_bad_requests "
+                         f"(now {self.bad_request_setting})")
         if kinds:
             causes = sorted(kinds.items(), key=lambda kn: (kn[0] == "not_asked", -kn[1]))  # causes first
             why = "; ".join(f"{k} ×{n}: {WHAT.get(k, k)}" for k, n in causes)
             parts.append(f"{who}: {sum(kinds.values())} of {len(out)} requests got no answer — {why}")
             if self.fatal:
                 parts.append("Fatal: every other request would fail the same way, so nothing more was asked")
-            elif crash is None:
+            elif crash is None and not self.rejected:
                 parts.append(f"max_failure_fraction tolerates {self.allowed}")
         if crash is None and self.first is not None and self.first.error:
             parts.append(f"First error: {self.first.error.rstrip('.')}")

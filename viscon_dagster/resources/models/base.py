@@ -6,8 +6,9 @@
 The base class owns what every backend shares: fingerprints, the pay-once journal (answers already
 journaled are returned without a call, each new answer is journaled the moment it arrives),
 de-duplication of identical requests within a call, the rule that fails a partition on systemic
-faults (`core/models/failures.py`: a dead server, a wrong key, an unknown model are not data rows), and
-the sync wrapper assets use.
+faults (`core/models/failures.py`: a dead server, a wrong key, an unknown model, the same rejection of
+every request are not data rows), the sync wrapper assets use, and for local engines the helpers that
+keep one bad request (an unreadable image, a prompt the engine refuses) from failing its batch.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from viscon_dagster.core.models.accounting import PriceTable, summarize
 from viscon_dagster.core.models.failures import FailureTally, redact
 from viscon_dagster.core.models.gc_tuning import gc_tuned_for_throughput
 from viscon_dagster.core.models.journal import Journal
+from viscon_dagster.core.models.rejections import isolate
 from viscon_dagster.core.models.request import Request, Response
 from viscon_dagster.resources.local_models import model_label
 
@@ -94,6 +96,12 @@ class ModelBackend(dg.ConfigurableResource):
         description="share of a partition's requests that may fail for systemic reasons (server down, timeouts, "
                     "5xx or 429 after retries) and still pass as `error` rows; more fails the partition. A wrong "
                     "key, an unknown model or an exhausted quota always fail it, at the first occurrence")
+    systemic_after_n_bad_requests: int = Field(
+        10, ge=0,
+        description="when the first this many requests a call asks (or every request of a smaller partition, at "
+                    "least 2) are rejected (400, context too long) with the same message before any answer, the "
+                    "rejection is a configuration fault, not rows: the call stops and the partition fails naming "
+                    "the message (core/models/failures.py). 0: rejections are always rows")
     lease_ttl_s: float = Field(600.0, description="a partition's lease (core/files/lease.py) lapses this long after "
                                                   "its last renewal (every third of it while working), so a "
                                                   "dead run does not hold the partition longer")
@@ -147,7 +155,8 @@ class ModelBackend(dg.ConfigurableResource):
                 todo.setdefault(fp, []).append(i)
         firsts = [idx[0] for idx in todo.values()]
         writer = _GroupWriter(journal) if journal is not None else None
-        tally = FailureTally(len(requests), self.max_failure_fraction)
+        tally = FailureTally(len(requests), self.max_failure_fraction, self.systemic_after_n_bad_requests,
+                             asked=len(firsts), from_journal=len(requests) - sum(map(len, todo.values())))
 
         async def emit(j: int, response: Response) -> bool:
             i = firsts[j]
@@ -200,6 +209,34 @@ class ModelBackend(dg.ConfigurableResource):
     def _secrets(self) -> list[str]:
         """Values that must never reach a row, a log or a message (e.g. an API key)."""
         return []
+
+    async def _read_images(self, positions, requests: Sequence[Request], fingerprints: Sequence[str],
+                           emit: Emit) -> dict[int, list] | None:
+        """{position: its request's images (PIL)} for local engines; a request with an image that cannot be
+        read (missing, not an image) is a row instead. None once the call is stopping."""
+        images: dict[int, list] = {}
+        for j in positions:
+            try:
+                images[j] = await asyncio.to_thread(lambda r: [i.pil() for i in r.images()], requests[j])
+            except OSError as e:  # PIL's UnidentifiedImageError is one
+                if not await emit(j, self._response(fingerprints[j], status="error", error_kind="image_unreadable",
+                                                    error=f"{type(e).__name__}: {e}"[:500])):
+                    return None
+        return images
+
+    async def _emit_isolating(self, positions: list[int], run: Callable[[list[int]], Awaitable[list[Response]]],
+                              fingerprints: Sequence[str], emit: Emit) -> bool:
+        """Answer `positions` as one batch with `run`; a request the engine refuses (ValueError) is a row with
+        the engine's message and the rest of the batch is answered (`core/models/rejections.py`). False once
+        the call is stopping."""
+        async with contextlib.aclosing(isolate(positions, run)) as parts:
+            async for part, result in parts:
+                for n, j in enumerate(part):
+                    resp = result[n] if isinstance(result, list) else self._response(
+                        fingerprints[j], status="error", error_kind=result[0], error=result[1])
+                    if not await emit(j, resp):
+                        return False
+        return True
 
     def _response(self, fingerprint: str, **kw) -> Response:
         if kw.get("error"):

@@ -8,8 +8,10 @@ uploaded file's id and its fingerprints) is journaled before `batches.create`, a
 finds an intent looks the batch up by its input file (`batches.list`) and adopts it; if there is none,
 the batch was never created and the items are submitted again. Only the items that failed or expired
 are resubmitted, at most `max_resubmits` times; what is still unanswered then becomes an error row (not
-journaled: the next run tries again). With `repair_retry`, an answer that is not schema-valid JSON goes
-back once, with the model's answer and the reason, in the next round's batch (that round counts toward
+journaled: the next run tries again). An item the API rejects (400: invalid, context too long) is not
+resubmitted: it is a row at once, and the base class's rule may find the rejections systemic and stop
+(`core/models/failures.py`). With `repair_retry`, an answer that is not schema-valid JSON goes back once,
+with the model's answer and the reason, in the next round's batch (that round counts toward
 `max_resubmits`); if the repair does not come back, the first answer is kept as `unparsable`.
 Items that fail inside a batch keep their cause (the item's HTTP status and error code, or the batch's
 own error) as the same error kinds as the HTTP backend; a fatal one (a wrong key, an unknown model, no
@@ -27,7 +29,7 @@ from typing import Any
 import openai
 from pydantic import Field
 
-from viscon_dagster.core.models.failures import FATAL_KINDS, status_kind
+from viscon_dagster.core.models.failures import FATAL_KINDS, REJECTION_KINDS, status_kind
 from viscon_dagster.core.models.parsing import detect_refusal, parse_structured, repair_messages
 from viscon_dagster.core.models.request import Request, Response, Usage
 from viscon_dagster.resources.models.openai_http import OpenAIHTTPBackend, describe, error_kind
@@ -44,8 +46,8 @@ def item_failure(rec: dict) -> tuple[str, str]:
     status = resp.get("status_code")
     err = (resp.get("body") or {}).get("error") or rec.get("error") or {}
     code = str(err["code"]) if err.get("code") is not None else None
-    where = f"HTTP {status}" if status else "batch item"
-    return status_kind(status, code), f"{where}: {err.get('message') or code or 'no reason given'}"[:500]
+    where, message = f"HTTP {status}" if status else "batch item", err.get("message")
+    return status_kind(status, code, message), f"{where}: {message or code or 'no reason given'}"[:500]
 
 
 def batch_failure(batch) -> tuple[str, str] | None:
@@ -168,6 +170,13 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
                     failed[rec["custom_id"]] = item_failure(rec)
         return answered, failed
 
+    def _rejected(self, fp: str, reason: tuple[str, str], first_answers: dict[str, Response]) -> Response:
+        """The row of an item the API rejected; for a rejected repair, the paid first answer instead."""
+        if fp in first_answers:
+            first = first_answers.pop(fp)
+            return first.model_copy(update={"error": f"{first.error}; its repair was rejected: {reason[1]}"[:500]})
+        return self._response(fp, status="error", batch=True, error_kind=reason[0], error=reason[1])
+
     async def _generate(self, requests, fingerprints, emit, journal) -> None:
         by_fp = {fp: (j, req) for j, (fp, req) in enumerate(zip(fingerprints, requests))}
         # few calls, each worth retrying: the client's own retries (backoff, Retry-After) suffice here
@@ -176,15 +185,18 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
         done: set[str] = set()
         why: dict[str, tuple[str, str]] = {}  # the last reason an item came back unanswered
         fatal = False
+        stopping = False  # the call's rule says stop (e.g. every item rejected with one message)
         first_answers: dict[str, Response] = {}  # unparsable answers whose repair is under way
         repairs: dict[str, Request] = {}  # the repair request of each
 
-        async def deliver(fp: str, resp: Response) -> None:
+        async def deliver(fp: str, resp: Response) -> bool:
+            """Emit (or keep) an answer; False once the call is stopping."""
             done.add(fp)
             if fp in by_fp:
-                await emit(by_fp[fp][0], resp)
-            elif journal is not None:  # a journaled batch answered a request this call did not ask: keep it
+                return await emit(by_fp[fp][0], resp)
+            if journal is not None:  # a journaled batch answered a request this call did not ask: keep it
                 await asyncio.to_thread(journal.put, resp)
+            return True
 
         try:
             # batches a previous run submitted: collect, never resubmit
@@ -200,7 +212,7 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
                 active.update(await self._submit(client, journal, pending, round_))
             deadline = time.monotonic() + self.max_wait_s if self.max_wait_s is not None else None
             retry: dict[str, Request] = {}
-            while active and not fatal:
+            while active and not (fatal or stopping):
                 for bid in list(active):
                     batch = await client.batches.retrieve(bid)
                     if batch.status not in TERMINAL:
@@ -220,23 +232,29 @@ class OpenAIBatchBackend(OpenAIHTTPBackend):
                                 req.messages, resp.text, resp.error or "not valid JSON", req.json_schema)})
                             continue
                         await deliver(fp, resp)
-                    # failed, expired or silently missing: resubmit those this call asked for
+                    # failed, expired or silently missing: resubmit those this call asked for, except
+                    # rejected ones (a 400 comes back the same): rows at once
                     for fp in active[bid]["fingerprints"]:
                         if fp not in answered and fp in by_fp:
+                            reason = (failed.get(fp) or whole
+                                      or ("batch_failed", f"batch {batch.status}: no answer for the item"))
+                            if reason[0] in REJECTION_KINDS:
+                                stopping = not await deliver(fp, self._rejected(fp, reason, first_answers)) \
+                                    or stopping
+                                continue
                             retry[fp] = repairs.get(fp) or by_fp[fp][1]
-                            why[fp] = (failed.get(fp) or whole
-                                       or ("batch_failed", f"batch {batch.status}: no answer for the item"))
+                            why[fp] = reason
                             fatal = fatal or why[fp][0] in FATAL_KINDS
                     if journal is not None:
                         await asyncio.to_thread(journal.delete_state, f"{STATE_PREFIX}{bid}")
                     del active[bid]
-                    if fatal:  # asking again cannot help: batches still running stay journaled for a rerun
+                    if fatal or stopping:  # asking again cannot help: batches still running stay journaled
                         break
-                if retry and not active and not fatal and round_ < self.max_resubmits:
+                if retry and not active and not (fatal or stopping) and round_ < self.max_resubmits:
                     round_ += 1
                     active.update(await self._submit(client, journal, retry, round_))
                     retry = {}
-                if active and not fatal:
+                if active and not (fatal or stopping):
                     if deadline is not None and time.monotonic() >= deadline:
                         break
                     await asyncio.sleep(self.poll_interval_s)

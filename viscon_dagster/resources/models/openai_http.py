@@ -48,7 +48,7 @@ def causes(e: BaseException | None):
 
 def error_kind(e: BaseException) -> str:
     if isinstance(e, openai.APIStatusError):
-        return status_kind(e.status_code, e.code)
+        return status_kind(e.status_code, e.code, str(e))
     if isinstance(e, openai.APIConnectionError):
         # the aiohttp transport reports every transport failure as APITimeoutError: what it wraps says which
         chain = list(causes(e))[1:]

@@ -1,8 +1,11 @@
 """A local checkpoint through transformers: a VLM (`AutoModelForImageTextToText`) or a text LM
 (`AutoModelForCausalLM`), on CPU or CUDA, batched `generate`, and JSON-schema-constrained decoding
 with xgrammar's logits processor, so that even a tiny random-weight model answers schema-valid JSON.
-A request the model cannot take (images for a text-only model) is a row; anything else that fails (no
-checkpoint, out of memory) raises, and the partition fails.
+A request the model cannot take is a row with its reason: images for a text-only model, an image that
+cannot be read, a prompt longer than the context length (`max_model_len`, else the model's
+`max_position_embeddings`), one the processor refuses (`core/models/rejections.py`). An answer that
+would run past the context stops there (finish_reason `length`), as vLLM's does. Anything else that
+fails (no checkpoint, out of memory) raises, and the partition fails.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 from pydantic import Field, PrivateAttr
 
 from viscon_dagster.core.models.parsing import detect_refusal, parse_structured
+from viscon_dagster.core.models.rejections import answer_room, context_overflow
 from viscon_dagster.core.models.request import Request, Response, Usage
 from viscon_dagster.resources.local_models import MODEL_SETTING, require_local_model
 from viscon_dagster.resources.models.base import ModelBackend
@@ -37,9 +41,10 @@ def bounded_schema(schema: Any, max_string: int | None, max_items: int | None) -
 
 
 class _Loaded:
-    def __init__(self, model, processor, tokenizer, is_vlm, device, vocab_size):
+    def __init__(self, model, processor, tokenizer, is_vlm, device, vocab_size, context_length):
         self.model, self.processor, self.tokenizer = model, processor, tokenizer
         self.is_vlm, self.device, self.vocab_size = is_vlm, device, vocab_size
+        self.context_length = context_length  # prompt + answer tokens, None: unknown
         self.grammars: dict[str, Any] = {}
         self.compiler = None
 
@@ -54,6 +59,9 @@ class TransformersLocalBackend(ModelBackend):
     json_max_string_length: int | None = Field(
         None, description="cap on JSON strings during constrained decoding (tiny/random models)")
     json_max_array_items: int | None = Field(None, description="cap on JSON arrays during constrained decoding")
+    max_model_len: int | None = Field(
+        None, ge=1, description="context length (prompt + answer tokens); None: the model's max_position_embeddings. "
+                                "A longer prompt is a `context_too_long` row, a longer answer stops at the end")
 
     _loaded: Any = PrivateAttr(None)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
@@ -101,7 +109,8 @@ class TransformersLocalBackend(ModelBackend):
             tokenizer.pad_token = tokenizer.eos_token
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         model.to(device).eval()
-        return _Loaded(model, processor, tokenizer, is_vlm, device, text_config.vocab_size)
+        context_length = self.max_model_len or getattr(text_config, "max_position_embeddings", None)
+        return _Loaded(model, processor, tokenizer, is_vlm, device, text_config.vocab_size, context_length)
 
     def _grammar(self, st: _Loaded, schema: dict) -> Any:
         import xgrammar as xgr
@@ -127,25 +136,53 @@ class TransformersLocalBackend(ModelBackend):
             msgs.append({"role": m.role, "content": content})
         return msgs
 
-    def _run_batch(self, reqs: list[Request], fps: list[str]) -> list[Response]:
-        import time
-
-        import torch
-
-        st = self._load()
-        t0 = time.perf_counter()
+    def _encode(self, st: _Loaded, reqs: list[Request], images: list[list]):
         chat = st.processor if st.is_vlm else st.tokenizer
         prompts = [chat.apply_chat_template(self._chat(st, r), add_generation_prompt=True, tokenize=False)
                    for r in reqs]
         if st.is_vlm:
-            images = [[i.pil() for i in r.images()] for r in reqs]
-            inputs = st.processor(text=prompts, images=images if any(images) else None, return_tensors="pt",
-                                  padding=True)
-        else:
-            inputs = st.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            return st.processor(text=prompts, images=images if any(images) else None, return_tensors="pt",
+                                padding=True)
+        return st.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+
+    def _run_batch(self, reqs: list[Request], fps: list[str], images: list[list]) -> list[Response]:
+        """Answers for one batch (one schema, one set of sampling params). A prompt over the context length
+        is a row; one whose answer would run past the context end is generated alone, stopping there."""
+        st = self._load()
+        inputs = self._encode(st, reqs, images)
+        lengths = [int(n) for n in inputs["attention_mask"].sum(dim=1)]
+        max_tokens = reqs[0].params.max_tokens
+        out: list[Response | None] = [None] * len(reqs)
+        fit, alone = [], []
+        for i, n in enumerate(lengths):
+            if why := context_overflow(n, st.context_length):
+                out[i] = self._response(fps[i], status="error", error_kind="context_too_long",
+                                        error=f"{why} (max_model_len or the model's max_position_embeddings)")
+            elif answer_room(n, max_tokens, st.context_length) < max_tokens:
+                alone.append(i)
+            else:
+                fit.append(i)
+        if len(fit) == len(reqs):
+            return self._answer(st, reqs, fps, inputs, max_tokens)
+        parts = [(fit, max_tokens)] if fit else []
+        parts += [([i], answer_room(lengths[i], max_tokens, st.context_length)) for i in alone]
+        for idx, budget in parts:
+            sub = [reqs[i] for i in idx]
+            answers = self._answer(st, sub, [fps[i] for i in idx], self._encode(st, sub, [images[i] for i in idx]),
+                                   budget)
+            for i, r in zip(idx, answers):
+                out[i] = r
+        return out  # type: ignore[return-value]
+
+    def _answer(self, st: _Loaded, reqs: list[Request], fps: list[str], inputs, max_new_tokens: int) -> list[Response]:
+        import time
+
+        import torch
+
+        t0 = time.perf_counter()
         inputs = inputs.to(st.device)
         p = reqs[0].params  # batches are grouped by params, schema and having images
-        gen: dict[str, Any] = dict(max_new_tokens=p.max_tokens, pad_token_id=st.tokenizer.pad_token_id,
+        gen: dict[str, Any] = dict(max_new_tokens=max_new_tokens, pad_token_id=st.tokenizer.pad_token_id,
                                    eos_token_id=st.tokenizer.eos_token_id)
         if p.temperature > 0:
             gen.update(do_sample=True, temperature=p.temperature, top_p=p.top_p)
@@ -183,8 +220,10 @@ class TransformersLocalBackend(ModelBackend):
         groups: dict[str, list[int]] = {}
         for j, r in enumerate(requests):
             if r.images() and not st.is_vlm:  # a request this model cannot take: a row, not a crash
-                await emit(j, self._response(fingerprints[j], status="error", error_kind="bad_request",
-                                             error=f"{self.model_id} is a text-only model; the request has images"))
+                if not await emit(j, self._response(
+                        fingerprints[j], status="error", error_kind="bad_request",
+                        error=f"{self.model_id} is a text-only model; the request has images")):
+                    return
                 continue
             # one generate call needs one schema, one set of sampling params, and images for all or none
             key = json.dumps([r.json_schema, r.params.model_dump(), bool(r.images())], sort_keys=True)
@@ -192,7 +231,11 @@ class TransformersLocalBackend(ModelBackend):
         for idx in groups.values():
             for k in range(0, len(idx), self.batch_size):
                 chunk = idx[k:k + self.batch_size]
-                out = await asyncio.to_thread(self._run_batch, [requests[j] for j in chunk],
-                                              [fingerprints[j] for j in chunk])
-                for j, resp in zip(chunk, out):
-                    await emit(j, resp)
+                images = await self._read_images(chunk, requests, fingerprints, emit)
+
+                async def run(part: list[int], images=images) -> list[Response]:
+                    return await asyncio.to_thread(self._run_batch, [requests[j] for j in part],
+                                                   [fingerprints[j] for j in part], [images[j] for j in part])
+
+                if images is None or not await self._emit_isolating(list(images), run, fingerprints, emit):
+                    return

@@ -2,6 +2,11 @@
 
 vLLM is an optional extra (`[gpu]`), imported only when the first request is answered; without it
 this backend fails with a message saying how to install it. The engine is built once per process.
+
+vLLM refuses a whole `llm.chat` call when it refuses one of its prompts (longer than `max_model_len`,
+more images than allowed): the batch is split down to the refused requests, which become rows with
+vLLM's message (`context_too_long`, `bad_request`), and the rest is answered (`core/models/rejections.py`).
+An image that cannot be read is a row too. An answer that would run past `max_model_len` stops there.
 """
 
 from __future__ import annotations
@@ -78,7 +83,9 @@ class VLLMOfflineBackend(ModelBackend):
         return SamplingParams(**kw)
 
     @staticmethod
-    def _conversation(req: Request) -> list[dict]:
+    def _conversation(req: Request, images: list) -> list[dict]:
+        """The chat of `req` with its images (PIL, in order of appearance) in place."""
+        pil = iter(images)
         conv = []
         for m in req.messages:
             if isinstance(m.content, str):
@@ -86,13 +93,14 @@ class VLLMOfflineBackend(ModelBackend):
             else:
                 conv.append({"role": m.role, "content": [
                     {"type": "text", "text": p.text or ""} if p.type == "text"
-                    else {"type": "image_pil", "image_pil": p.image.pil()} for p in m.content]})
+                    else {"type": "image_pil", "image_pil": next(pil)} for p in m.content]})
         return conv
 
-    def _run_batch(self, reqs: list[Request], fps: list[str]) -> list[Response]:
+    def _run_batch(self, reqs: list[Request], fps: list[str], images: list[list]) -> list[Response]:
         llm = self._engine()
         t0 = time.perf_counter()
-        outs = llm.chat([self._conversation(r) for r in reqs], [self._sampling(r) for r in reqs], use_tqdm=False)
+        outs = llm.chat([self._conversation(r, i) for r, i in zip(reqs, images)], [self._sampling(r) for r in reqs],
+                        use_tqdm=False)
         latency = (time.perf_counter() - t0) / max(1, len(reqs))
         responses = []
         for r, fp, o in zip(reqs, fps, outs):
@@ -110,8 +118,14 @@ class VLLMOfflineBackend(ModelBackend):
         return responses
 
     async def _generate(self, requests, fingerprints, emit, journal) -> None:
+        await asyncio.to_thread(self._engine)  # no vLLM, no checkpoint, a bad engine setting: the call fails here
         for k in range(0, len(requests), self.batch_size):
-            out = await asyncio.to_thread(self._run_batch, requests[k:k + self.batch_size],
-                                          fingerprints[k:k + self.batch_size])
-            for j, resp in enumerate(out):
-                await emit(k + j, resp)
+            images = await self._read_images(range(k, min(k + self.batch_size, len(requests))), requests,
+                                             fingerprints, emit)
+
+            async def run(part: list[int], images=images) -> list[Response]:
+                return await asyncio.to_thread(self._run_batch, [requests[j] for j in part],
+                                               [fingerprints[j] for j in part], [images[j] for j in part])
+
+            if images is None or not await self._emit_isolating(list(images), run, fingerprints, emit):
+                return
