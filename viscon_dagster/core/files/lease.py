@@ -10,7 +10,9 @@ only while it is still ours. Every change to an existing lease is a compare-and-
 last seen (S3: `If-Match: <ETag>`; locally the content digest, checked under an `flock` on a guard
 file), so of two runs that find an expired lease only one takes it over. A lease past its expiry, or
 held by a process of this machine that no longer exists (a SIGKILLed run), may be taken over; a
-second run otherwise waits up to `wait_s`, then fails with who holds the partition.
+second run otherwise waits up to `wait_s`, then fails with who holds the partition. The layer that knows
+the holders (Dagster runs) may add `HolderChecks`: a holder on another machine whose run is over (failed,
+canceled) is taken over at once, and whoever took a dead holder's lease over is told so (to fail its run).
 
 Expiry compares wall clocks of different machines: keep `ttl_s` well above any clock skew.
 """
@@ -28,6 +30,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Self
@@ -98,11 +101,30 @@ class LeaseRecord:
             raise ValueError(f"{where} is not a lease record ({e}); delete it if no run is working on that "
                              "partition") from e
 
-    def takeable(self, now: float, machine: str | None) -> bool:
-        """Expired, or its holder was a process of this machine that is gone."""
+    def on(self, machine: str | None) -> bool:
+        """Held by a process of `machine` (this one), whose PID can be checked."""
+        return machine is not None and self.machine == machine
+
+    def takeable(self, now: float, machine: str | None) -> str | None:
+        """Why the lease may be taken over (expired, or its holder was a process of this machine that is
+        gone); None while it stands."""
         if self.expires_at <= now:
-            return True
-        return machine is not None and self.machine == machine and not process_alive(self.pid)
+            return f"its lease expired at {_iso(self.expires_at)}"
+        if self.on(machine) and not process_alive(self.pid):
+            return f"its process (pid {self.pid} on this machine) is gone"
+        return None
+
+
+@dataclass(frozen=True)
+class HolderChecks:
+    """What the layer that knows the holders adds to a lease (both optional, both may fail: then ignored).
+
+    `finished(held)`: why the holder's work is over though its lease stands (its run failed or was canceled
+    on another machine), else None. Asked only for a holder off this machine: here a live PID is proof that
+    the work goes on (a process that outlived its run's coordinator is still asking).
+    `took_over(held, why)`: called once a dead holder's lease was taken over, e.g. to fail its run."""
+    finished: Callable[[LeaseRecord], str | None] | None = None
+    took_over: Callable[[LeaseRecord, str], None] | None = None
 
 
 # -- where the lease object lives: every write is conditional ------------------------------------
@@ -249,7 +271,8 @@ class PartitionLease:
     """Held between `acquire()` and `release()` (or as a context manager, sync or async)."""
 
     def __init__(self, path, owner: str, subject: str, ttl_s: float = 600.0, wait_s: float = 60.0,
-                 poll_s: float = 1.0, renew_every_s: float | None = None, store=None):
+                 poll_s: float = 1.0, renew_every_s: float | None = None, store=None,
+                 checks: HolderChecks | None = None):
         if ttl_s <= 0 or wait_s < 0:
             raise ValueError(f"lease ttl must be > 0 and wait >= 0 (got ttl {ttl_s}, wait {wait_s})")
         self.path, self.owner, self.subject = path, owner, subject
@@ -257,6 +280,7 @@ class PartitionLease:
         self.renew_every_s = renew_every_s if renew_every_s is not None else ttl_s / 3
         self.store = store if store is not None else store_for(path)
         self.machine = machine_id()
+        self.checks = checks or HolderChecks()
         self.record: LeaseRecord | None = None
         self.lost: str | None = None  # why, once another run took the lease over from us
         self._version: str | None = None
@@ -288,14 +312,32 @@ class PartitionLease:
         if current is None:
             return None, None
         held = LeaseRecord.load(current[0], str(self.path))
-        if held.takeable(time.time(), self.machine):
+        why = held.takeable(time.time(), self.machine) or self._finished(held)
+        if why:
             version = self.store.replace(record.dump(), current[1])
             if version is not None:
-                log.warning("took over the lease on %s from %s (expired %s)", self.subject, held.owner,
-                            _iso(held.expires_at))
+                log.warning("took over the lease on %s from %s: %s", self.subject, held.owner, why)
                 self.record = record
+                self._took_over(held, why)
                 return version, None
         return None, held
+
+    def _finished(self, held: LeaseRecord) -> str | None:
+        if self.checks.finished is None or held.on(self.machine):
+            return None
+        try:
+            return self.checks.finished(held)
+        except Exception as e:  # the instance unreachable: the lease's expiry still decides
+            log.warning("could not ask whether %s has finished: %s", held.owner, e)
+            return None
+
+    def _took_over(self, held: LeaseRecord, why: str) -> None:
+        if self.checks.took_over is None:
+            return
+        try:
+            self.checks.took_over(held, why)
+        except Exception as e:  # the lease is ours either way
+            log.warning("took over the lease from %s but could not report it: %s", held.owner, e)
 
     def acquire(self) -> Self:
         deadline = time.monotonic() + self.wait_s
@@ -383,10 +425,22 @@ def journal_subject(journal_dir) -> str:
     return f"the work journaled in {journal_dir}"
 
 
-def journal_lease(journal_dir, owner: str | None, ttl_s: float, wait_s: float):
+RUN_OWNER = "run "
+
+
+def run_owner(run_id: str) -> str:
+    return f"{RUN_OWNER}{run_id}"
+
+
+def owner_run_id(owner: str) -> str | None:
+    """The run id of a lease owner written by `journal_lease` ("run <id>"), else None."""
+    return owner[len(RUN_OWNER):] if owner.startswith(RUN_OWNER) else None
+
+
+def journal_lease(journal_dir, owner: str | None, ttl_s: float, wait_s: float, checks: HolderChecks | None = None):
     """The lease on the model work journaled in `journal_dir` (nothing to hold without a journal).
     `owner` is the Dagster run id when there is one; else this process."""
     if journal_dir is None:
         return contextlib.nullcontext()
-    return PartitionLease(journal_dir / LEASE_NAME, owner=f"run {owner}" if owner else default_owner(),
-                          subject=journal_subject(journal_dir), ttl_s=ttl_s, wait_s=wait_s)
+    return PartitionLease(journal_dir / LEASE_NAME, owner=run_owner(owner) if owner else default_owner(),
+                          subject=journal_subject(journal_dir), ttl_s=ttl_s, wait_s=wait_s, checks=checks)

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from viscon_dagster.core.files.lease import journal_lease
+from viscon_dagster.core.files.lease import HolderChecks, journal_lease
 from viscon_dagster.core.models.accounting import PriceTable, summarize
 from viscon_dagster.core.models.failures import FailureTally, redact
 from viscon_dagster.core.models.gc_tuning import gc_tuned_for_throughput
@@ -133,12 +133,13 @@ class ModelBackend(dg.ConfigurableResource):
     # -- the interface ------------------------------------------------------------------------
     async def agenerate(self, requests: Sequence[Request], journal_dir=None,
                         on_response: Callable[[Response], None] | None = None,
-                        lease_owner: str | None = None) -> list[Response]:
+                        lease_owner: str | None = None, lease_checks: HolderChecks | None = None) -> list[Response]:
         """Answers for `requests`, in order; journaled answers are reused, new ones journaled at once.
         The journal's partition is leased meanwhile, so a second run of it waits or fails instead of paying
-        again; `lease_owner` (the Dagster run id) is who other runs are told holds it."""
+        again; `lease_owner` (the Dagster run id) is who other runs are told holds it; `lease_checks` tell
+        whether a holder's run is over (dead_runs.journal_checks)."""
         with gc_tuned_for_throughput() if self.tune_gc else contextlib.nullcontext():
-            async with journal_lease(journal_dir, lease_owner, self.lease_ttl_s, self.lease_wait_s):
+            async with journal_lease(journal_dir, lease_owner, self.lease_ttl_s, self.lease_wait_s, lease_checks):
                 return await self._agenerate(requests, journal_dir, on_response)
 
     async def _agenerate(self, requests, journal_dir, on_response) -> list[Response]:
@@ -191,9 +192,9 @@ class ModelBackend(dg.ConfigurableResource):
 
     def generate(self, requests: Sequence[Request], journal_dir=None,
                  on_response: Callable[[Response], None] | None = None,
-                 lease_owner: str | None = None) -> list[Response]:
+                 lease_owner: str | None = None, lease_checks: HolderChecks | None = None) -> list[Response]:
         """Sync wrapper of `agenerate`, for assets."""
-        return run_sync(self.agenerate(requests, journal_dir, on_response, lease_owner))
+        return run_sync(self.agenerate(requests, journal_dir, on_response, lease_owner, lease_checks))
 
     def metadata(self, responses: Sequence[Response], remaining_partitions: int = 0) -> dict:
         """Flat asset metadata (usage, failures, latency, USD, projection) of the last `generate` call."""
