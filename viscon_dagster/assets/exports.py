@@ -15,6 +15,7 @@ from viscon_dagster.core.chain.leakage import leakage_summary
 from viscon_dagster.core.exports.preview import DEFAULT_PER_MIX, PreviewSources, records_markdown, write_preview
 from viscon_dagster.core.exports.release import FORMATS, export_conversations, push_release
 from viscon_dagster.core.exports.versions import DEFAULT_KEEP, new_version_id, publish, version_path, write_manifest
+from viscon_dagster.core.files.atomic import is_local, local_path
 from viscon_dagster.core.files.parquet import read_parquet
 from viscon_dagster.core.versions import code_version
 from viscon_dagster.resources.hub import HubResource
@@ -34,6 +35,11 @@ class ReleaseConfig(dg.Config):
 
 
 IMAGES = dg.AssetKey("images")
+
+
+def _location(path) -> str:
+    """A local path as a path, an object-store path as its URL."""
+    return local_path(path) if is_local(path) else str(path)
 
 
 def _folder(key: dg.AssetKey) -> str:
@@ -94,8 +100,8 @@ def release_asset(name: str, conversations: dg.AssetKey, unique_qa: dg.AssetKey,
         if not published.became_current:
             context.log.warning(f"release version {version} is complete but not current: {published.current}, "
                                 "written by a release that started later, was published first")
-        metadata = {"shards": len(shards), "path": dg.MetadataValue.path(str(out)),
-                    "release_path": dg.MetadataValue.path(str(release)),
+        metadata = {"shards": len(shards), "path": dg.MetadataValue.path(_location(out)),
+                    "release_path": dg.MetadataValue.path(_location(release)),
                     **as_metadata(published.metadata()), **as_metadata(summary.metadata())}
         metadata.update(preview_html=dg.MetadataValue.path(preview.location),
                         preview=dg.MetadataValue.md(records_markdown(preview.records)), **preview.metadata())
