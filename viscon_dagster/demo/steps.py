@@ -120,7 +120,7 @@ def _current_release(root, name: str) -> str:
     try:
         return f"{current_release_path(root, name)}/"
     except ReleaseNotFound:
-        return f"no current {name} (its run failed)"
+        return f"no current {name} (no run of it succeeded)"
 
 
 def run_demo(fresh: bool = False) -> int:
