@@ -5,8 +5,10 @@ refusal, invalid JSON, an MCQ whose answer is not among its options, duplicate q
 `openai` client and our HTTP backend talk to it over real HTTP. Answers are chosen by a stable hash
 of the request's image or caption, so each kind of bad output lands on a fixed share of requests.
 Every request is counted (`server.requests`), for pay-once checks. Like a real server it can refuse
-a wrong key (`api_key`: 401) or a model it does not serve (`models`: 404), and it can die after
-`die_after` answers: it stops listening (new connections are refused) and drops requests on open ones.
+a wrong key (`api_key`: 401) or a model it does not serve (`models`: 404), it can reject requests as
+invalid (`reject`: 400 with that message, as a server does for a model that takes no images; to every
+request, or to the first `rejects`), and it can die after `die_after` answers: it stops listening (new
+connections are refused) and drops requests on open ones.
 `start(port)` brings a server back on the port of one that died.
 """
 
@@ -68,9 +70,11 @@ def answer_for(body: dict) -> tuple[str | None, str | None]:
 
 class ScriptedOpenAI:
     def __init__(self, latency_s: float = 0.0, capacity: int = 1000, api_key: str | None = None,
-                 models: set[str] | None = None, die_after: int | None = None):
+                 models: set[str] | None = None, die_after: int | None = None, reject: str | None = None,
+                 rejects: int | None = None):
         self.requests, self.answered, self.latency_s = 0, 0, latency_s
         self.api_key, self.models, self.die_after = api_key, models, die_after
+        self.reject, self.rejects, self.rejected = reject, rejects, 0
         self._capacity = capacity  # requests served at once; the rest wait, as on a busy server
         self._slots: asyncio.Semaphore | None = None
         self.port = None
@@ -89,6 +93,10 @@ class ScriptedOpenAI:
         if self.models is not None and body["model"] not in self.models:  # vLLM's answer
             return web.json_response({"error": {"message": f"The model `{body['model']}` does not exist.",
                                                 "type": "NotFoundError", "code": 404}}, status=404)
+        if self.reject is not None and (self.rejects is None or self.rejected < self.rejects):
+            self.rejected += 1  # vLLM's shape of a 400
+            return web.json_response({"error": {"message": self.reject, "type": "BadRequestError", "param": None,
+                                                "code": 400}}, status=400)
         async with self._slots:
             await asyncio.sleep(self.latency_s)
         if self._dead():  # the process is gone: no answer on a connection that was already open

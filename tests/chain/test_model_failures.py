@@ -1,6 +1,9 @@
 """Systemic model failures fail the partition through Dagster (so a backfill relaunch retries it); a
 rerun then pays only for what the journal lacks. The models are the scripted OpenAI-protocol server on
-loopback, killed, restarted, refusing a key or a model name as a real one does."""
+loopback, killed, restarted, refusing a key or a model name as a real one does, or rejecting requests as
+invalid (400): one rejection is a row, the same rejection of the first requests fails the partition."""
+
+import re
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -125,6 +128,56 @@ def test_tolerated_failures_pass_as_recorded_error_rows(tmp_path, sample_dir, to
     errors = [r for r in rows if r["status"] == "error"]
     assert len(rows) == total and len(errors) == lost
     assert all("ConnectionRefusedError" in r["error"] for r in errors)
+
+
+NOT_MULTIMODAL = "scripted-vlm is not a multimodal model: this endpoint takes no image input."
+TOO_LONG = ("This model's maximum context length is 2048 tokens. However, you requested 2417 tokens (2161 in the "
+            "messages, 256 in the completion). Please reduce the length of the messages or completion.")
+
+
+def test_a_server_that_rejects_every_request_fails_the_run_naming_its_message(tmp_path, sample_dir, tokenizer_dir):
+    server = ScriptedOpenAI(reject=NOT_MULTIMODAL)
+    defs, key = chain(tmp_path, sample_dir, tokenizer_dir, teacher(server.start()))
+    store = tmp_path / "store"
+    try:
+        with dg.instance_for_test() as instance:
+            total = images_ok(defs, key, instance, store)
+            failed = materialize_partition(defs, ["captions"], key, instance, raise_on_error=False)
+            assert not failed.success
+            text = failure_text(failed, "captions")
+            log = run_log(instance, failed)
+    finally:
+        server.stop()
+    limit = OpenAIHTTPBackend.model_fields["systemic_after_n_bad_requests"].default
+    # stopped after the first `limit` rejections (plus what was in flight then), not after every request
+    assert limit <= server.requests < limit + FAST["max_concurrency"] < total
+    first = re.search(r"the first (\d+) requests asked were rejected \(bad_request\) with the same message", text)
+    assert first and limit <= int(first.group(1)) <= server.requests, text
+    assert NOT_MULTIMODAL.rstrip(".") in text and "raise systemic_after_n_bad_requests" in text
+    assert f"not_asked ×{total - server.requests}" in text
+    assert "RUN_FAILURE" in log or "STEP_FAILURE" in log
+    assert not (store / "captions" / f"{key}.parquet").exists()  # no partition of error rows
+    assert Journal(store / "captions" / "_journal" / key).load() == {}  # nothing to reuse: a rerun asks again
+
+
+def test_one_rejected_request_among_answers_is_a_row_and_the_run_passes(tmp_path, sample_dir, tokenizer_dir):
+    server = ScriptedOpenAI(reject=TOO_LONG, rejects=1)  # the first request asked is too long, no other
+    defs, key = chain(tmp_path, sample_dir, tokenizer_dir, teacher(server.start()))
+    store = tmp_path / "store"
+    try:
+        with dg.instance_for_test() as instance:
+            total = images_ok(defs, key, instance, store)
+            result = materialize_partition(defs, ["captions"], key, instance)
+            assert result.success
+            md = {k: v.value for k, v in result.asset_materializations_for_node("captions")[0].metadata.items()}
+    finally:
+        server.stop()
+    assert server.requests == total and server.rejected == 1
+    assert md["model_errors_context_too_long"] == 1 and md["model_errors_systemic"] == 0
+    rows = pq.read_table(store / "captions" / f"{key}.parquet").to_pylist()
+    errors = [r for r in rows if r["status"] == "error"]
+    assert len(rows) == total and len(errors) == 1
+    assert "maximum context length is 2048 tokens" in errors[0]["error"]
 
 
 def test_qa_pairs_on_a_dead_server_fail_instead_of_writing_no_rows(tmp_path, sample_dir, tokenizer_dir):

@@ -2,6 +2,8 @@
 stop it at the first occurrence. Driven through the real `openai` client against the loopback double and
 closed loopback ports."""
 
+import json
+
 import pytest
 
 from tests.conftest import free_port
@@ -133,3 +135,111 @@ def test_vllm_offline_without_vllm_says_how_to_install_it():
         pytest.skip("vllm is installed here")
     with pytest.raises(RuntimeError, match=r"-c constraints-gpu\.txt.*scripts/setup_vllm_cpu\.sh"):
         import_vllm()
+
+
+# -- rejections (400): a row each, unless the first requests all get the same one ----------------------
+
+NO_SCHEMA = "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model (req {n})."
+
+
+def test_the_same_rejection_of_the_first_n_requests_fails_the_call_naming_the_message(double, storage_root):
+    double.reject = NO_SCHEMA  # `{n}` differs per request: the same message up to its numbers
+    b = backend(double.base_url, max_concurrency=4, systemic_after_n_bad_requests=10)
+    with pytest.raises(ModelServiceError) as failed:
+        b.generate([Request.user(f"q{i}") for i in range(60)], journal_dir=storage_root / "j")
+    message = str(failed.value)
+    assert 10 <= double.calls <= 10 + 3  # the limit, plus what was in flight when it was reached
+    assert f"the first {double.calls} requests asked were rejected (bad_request) with the same message" in message
+    assert "is not supported with this model" in message and "systemic_after_n_bad_requests (now 10)" in message
+    assert failed.value.kinds == {"bad_request": double.calls, "not_asked": 60 - double.calls}
+    assert failed.value.journaled == 0 and Journal(storage_root / "j").load() == {}
+
+
+def test_rejections_are_rows_when_an_answer_came_first_or_the_rule_is_off(double):
+    b = backend(double.base_url, max_concurrency=1)
+    reqs = [Request.user("fine"), *(Request.user(f"page {i} [[toolong]]") for i in range(15))]
+    out = b.generate(reqs)  # one answer first: the configuration works, each rejection is about its page
+    assert out[0].ok and {r.error_kind for r in out[1:]} == {"context_too_long"}
+    assert "maximum context length" in out[1].error and b.metadata(out)["model_errors_context_too_long"] == 15
+    double.reject = NO_SCHEMA
+    off = backend(double.base_url, max_concurrency=1, systemic_after_n_bad_requests=0)
+    assert [r.error_kind for r in off.generate([Request.user(f"x{i}") for i in range(15)])] == ["bad_request"] * 15
+
+
+def test_fewer_rejections_than_the_limit_are_rows(double):
+    reqs = [Request.user(f"page {i} [[toolong]]") for i in range(3)] + [Request.user(f"ok {i}") for i in range(9)]
+    out = backend(double.base_url, max_concurrency=1, systemic_after_n_bad_requests=4).generate(reqs)
+    assert [r.status for r in out] == ["error"] * 3 + ["ok"] * 9
+
+
+def test_a_small_partition_fails_when_every_request_is_rejected_alike_unless_the_journal_answered(double,
+                                                                                                   storage_root):
+    b = backend(double.base_url, max_concurrency=2)  # the default limit, 10, is more than these partitions
+    assert b.generate([Request.user("alone [[toolong]]")])[0].error_kind == "context_too_long"  # one is a row
+    double.reject = NO_SCHEMA
+    with pytest.raises(ModelServiceError, match=r"all 3 requests asked were rejected \(bad_request\)"):
+        b.generate([Request.user(f"s{i}") for i in range(3)])
+    double.reject = None
+    reqs = [Request.user(f"j{i}") for i in range(5)]
+    b.generate(reqs, journal_dir=storage_root / "j")  # answered and journaled
+    double.reject = NO_SCHEMA
+    out = b.generate([*reqs, Request.user("new 1"), Request.user("new 2")], journal_dir=storage_root / "j")
+    assert [r.status for r in out] == ["ok"] * 5 + ["error"] * 2  # the partition worked: its last two are rows
+
+
+def test_the_batch_api_rejecting_every_item_fails_the_call_without_resubmitting(double, storage_root):
+    from viscon_dagster.resources.models import OpenAIBatchBackend
+
+    double.reject = NO_SCHEMA
+    b = OpenAIBatchBackend(model="gpt-4o", base_url=double.base_url, api_key="sk-test", poll_interval_s=0.02)
+    with pytest.raises(ModelServiceError) as failed:
+        b.generate([Request.user(f"b{i}") for i in range(12)], journal_dir=storage_root / "j")
+    assert "the first 12 requests asked were rejected (bad_request)" in str(failed.value)
+    assert "HTTP 400: Invalid parameter: 'response_format'" in str(failed.value)
+    assert double.batch_creates == 1 and failed.value.kinds == {"bad_request": 12}  # a 400 is not asked again
+    assert Journal(storage_root / "j").states("batch-") == {}
+
+
+def test_a_rejected_batch_item_is_a_row_and_not_resubmitted(double, storage_root):
+    from viscon_dagster.resources.models import OpenAIBatchBackend
+
+    b = OpenAIBatchBackend(model="gpt-4o", base_url=double.base_url, api_key="sk-test", poll_interval_s=0.02)
+    out = b.generate([Request.user("a"), Request.user("b [[toolong]]"), Request.user("c [[batchfail]]")],
+                     journal_dir=storage_root / "j")
+    assert [r.status for r in out] == ["ok", "error", "ok"] and out[1].error_kind == "context_too_long"
+    assert out[1].batch and "HTTP 400: This model's maximum context length" in out[1].error
+    resubmitted = [json.loads(line)["custom_id"] for f in list(double.files.values())
+                   if f["purpose"] == "batch" for line in f["_data"].decode().splitlines()][3:]
+    assert resubmitted == [out[2].fingerprint]  # the 500 went back, the 400 did not
+
+
+def test_the_rejection_rule():
+    from viscon_dagster.core.models.failures import FailureTally, normalised_message, rejection_limit, status_kind
+    from viscon_dagster.core.models.request import Response
+
+    def resp(status="error", kind="bad_request", error="Invalid image in message 3 (request req_8f2a91c0)."):
+        return Response(fingerprint="f", model="m", backend="b", status=status, error_kind=kind, error=error)
+
+    assert normalised_message("Invalid image in message 3 (request req_8f2a91c0).") == \
+        normalised_message("invalid image in message 12  (request req_77be0d13).") == \
+        "invalid image in message # (request #)."
+    assert normalised_message("image too large") != normalised_message("unsupported image type")
+    assert [rejection_limit(10, asked, 0) for asked in (0, 1, 2, 9, 10, 500)] == [0, 0, 2, 9, 10, 10]
+    assert rejection_limit(10, 3, from_journal=1) == 0 and rejection_limit(0, 500, 0) == 0
+    assert status_kind(400, "context_length_exceeded") == status_kind(400, None, "Error code: 400 - The decoder prompt "
+                                                                      "(length 9000) is longer than the maximum model "
+                                                                      "length of 8192.") == "context_too_long"
+    assert status_kind(400, None, "Invalid image") == "bad_request"
+
+    tally = FailureTally(100, systemic_after_n_bad_requests=3)
+    for r in (resp(), resp(error="image too large"), resp(), resp()):  # another message starts a new run
+        tally.add(r)
+    assert not tally.stop and tally.run_length == 2
+    tally.add(resp(status="error", kind="timeout", error="slow"))  # other failures neither count nor break it
+    tally.add(resp(kind="image_unreadable", error="gone"))
+    tally.add(resp(error="Invalid image in message 40 (request req_00000001)."))
+    assert tally.rejected and tally.stop
+    answered = FailureTally(100, systemic_after_n_bad_requests=3)
+    for r in (resp(status="refused", kind="refusal"), resp(), resp(), resp(), resp()):  # a refusal is an answer
+        answered.add(r)
+    assert not answered.stop and answered.error("b", [None]) is None
