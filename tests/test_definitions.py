@@ -82,8 +82,10 @@ def test_blocking_checks_gpu_pools_jobs_sensors_resources():
     assert {n.name for n in one_m_job.graph.node_defs} == {
         f"viscon_1m__{k}" for k in PER_SHARD if k != "noncontextual_captions"}
     assert [j.name for j in defs.jobs] == ["shard_chain", "release", "viscon_1m_shard_chain", "viscon_1m_release_job"]
-    assert [s.name for s in defs.sensors] == ["obelics_shard_sensor", "viscon_cpu_automation", "viscon_gpu_automation"]
-    assert all(s.default_status == dg.DefaultSensorStatus.STOPPED for s in defs.sensors)  # switched on in the UI
+    assert [s.name for s in defs.sensors] == ["obelics_shard_sensor", "viscon_cpu_automation", "viscon_gpu_automation",
+                                              "viscon_dead_runs"]
+    # switched on in the UI, but for the one that only cleans up (fails dead runs: viscon_dagster/dead_runs.py)
+    assert {s.name for s in defs.sensors if s.default_status == dg.DefaultSensorStatus.RUNNING} == {"viscon_dead_runs"}
     assert set(defs.resources) == {"storage", "io_manager", "tokenizer", "shard_source", "image_fetcher",
                                    "caption_model", "qa_model", "embedder", "hub", "captioner_model",
                                    "pipes_subprocess_client"}

@@ -3,13 +3,17 @@
 - `obelics_shard_sensor` registers new source shards as partitions; it launches nothing.
 - `viscon_cpu_automation` turns missing shards of the CPU stages into backfills as soon as their inputs exist.
 - `viscon_gpu_automation` does the same for the model stages (captions, Q&A), inside the GPU window only
-  (`VISCON_GPU_WINDOW`: an opening and a closing cron, UTC); its backfills carry the GPU run tags launchers
+  (`VISCON_GPU_WINDOW`: an opening and a closing cron, UTC), each shard at most once per opening (a shard that
+  failed waits for the next window, or a manual backfill); its backfills carry the GPU run tags launchers
   route on (`viscon_dagster/gpu.py`).
 - each release re-materializes after its cron tick (`VISCON_RELEASE_CRON`, weekly by default), and only
   when some shard changed since the last release.
 
 Every chain the factory builds is covered: the sensors target the chains' groups. The conditions live on the
 assets (`assets/chain.py` calls `shard_condition` and `release_condition`).
+
+One sensor is on by default, as it only cleans up: `viscon_dead_runs` marks failed the STARTED runs whose
+process is dead, and frees their pool slots (`viscon_dagster/dead_runs.py`).
 """
 
 import os
@@ -18,6 +22,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from viscon_dagster.dead_runs import TTL_ENV, fail_dead_runs
 from viscon_dagster.gpu import ACCELERATOR_GPU, ACCELERATOR_TAG, gpu_run_tags
 from viscon_dagster.partitions import SHARD_PARTITIONS, register_shards
 from viscon_dagster.paths import SettingError
@@ -32,6 +37,7 @@ RELEASE_CRON_ENV = "VISCON_RELEASE_CRON"
 DEFAULT_RELEASE_CRON = "0 3 * * 1"             # Mondays 03:00 UTC
 INTERVAL_ENV = "VISCON_AUTOMATION_INTERVAL_S"  # how often the automation sensors evaluate
 SHARD_SENSOR_INTERVAL_ENV = "VISCON_SHARD_SENSOR_INTERVAL_S"
+DEAD_RUN_INTERVAL_ENV = "VISCON_DEAD_RUN_INTERVAL_S"
 
 
 def _seconds(env: str, default: int) -> int:
@@ -82,11 +88,14 @@ def cpu_condition(optional: Sequence[dg.AssetKey] = ()) -> dg.AutomationConditio
 
 def gpu_condition(optional: Sequence[dg.AssetKey] = ()) -> dg.AutomationCondition:
     """A shard's model stage runs while the GPU window is open, once its inputs exist and are not being
-    rewritten; a partition that failed is tried again in the next window."""
+    rewritten, and at most once per opening: a partition that failed is tried again in the next window (or by
+    a manual backfill), not at every tick of this one."""
     opening, closing = gpu_window()
-    window = dg.AutomationCondition.cron_tick_passed(opening, "UTC").since(
-        dg.AutomationCondition.cron_tick_passed(closing, "UTC")).with_label("gpu_window_open")
-    return (dg.AutomationCondition.missing() & window & _inputs_ready(optional)
+    opened = dg.AutomationCondition.cron_tick_passed(opening, "UTC")
+    window = opened.since(dg.AutomationCondition.cron_tick_passed(closing, "UTC")).with_label("gpu_window_open")
+    # `newly_requested` is true at the tick after a request: from then until the next opening
+    requested = dg.AutomationCondition.newly_requested().since(opened).with_label("requested_in_this_window")
+    return (dg.AutomationCondition.missing() & window & ~requested & _inputs_ready(optional)
             & ~dg.AutomationCondition.in_progress()).with_label("missing_in_gpu_window")
 
 
@@ -139,3 +148,14 @@ def obelics_shard_sensor(context: dg.SensorEvaluationContext, storage: StorageRe
         refused = f"; {len(registration.refused)} refused (see the tick's log)" if registration.refused else ""
         return dg.SkipReason(f"no new shards under {source}{refused}")
     return dg.SensorResult(dynamic_partitions_requests=[partitions.build_add_request(new)])
+
+
+@dg.sensor(minimum_interval_seconds=_seconds(DEAD_RUN_INTERVAL_ENV, 60), default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Marks failed the STARTED runs whose process is dead (their run lease expired, or names a "
+                       f"process of this machine that is gone; {TTL_ENV}) and frees their pool slots; launches "
+                       "nothing. On by default: it only cleans up.")
+def viscon_dead_runs(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    failed = fail_dead_runs(context.instance)
+    for run_id, why in failed:
+        context.log.warning(f"marked run {run_id} failed: its process is dead ({why}); its pool slots are free")
+    return dg.SkipReason(f"marked {len(failed)} dead runs failed" if failed else "no dead run")

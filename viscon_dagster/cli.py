@@ -32,7 +32,7 @@ DAY_S = 24 * 3600
 
 
 def default_instance_yaml(poll_interval_seconds: int = 30, max_runtime_seconds: int = 2 * DAY_S,
-                          max_concurrent_runs: int = 4, gpus: int = 1) -> str:
+                          max_concurrent_runs: int = 4, gpus: int = 1, free_slots_after_s: int = 60) -> str:
     return f"""\
 # Written by `viscon` because this DAGSTER_HOME had no dagster.yaml; yours is never overwritten.
 # Storage: SQLite in this folder (Dagster's default); Postgres: docs/operations.md.
@@ -61,6 +61,9 @@ run_monitoring:  # carried out by dagster-daemon, which `viscon ui` and `dagster
   # report it (`viscon demo`, `dagster asset materialize`, or runs of a killed code server) is failed
   # once it has run this long. Keep it above any partition's run (an OpenAI batch may take 24 h).
   max_runtime_seconds: {max_runtime_seconds}
+  # A run that ended while holding a pool slot (killed, failed by monitoring) gives it back this long after its
+  # end; a run whose process died is failed and its slots freed at once (viscon_dagster/dead_runs.py).
+  free_slots_after_run_end_seconds: {free_slots_after_s}
 run_retries:
   enabled: false  # a failed partition is retried by relaunching its backfill, not automatically
 """

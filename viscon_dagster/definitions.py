@@ -13,7 +13,8 @@ from dagster_aws.s3 import S3Resource
 
 from viscon_dagster.assets.captioner import captioner_assets
 from viscon_dagster.assets.chain import Chain, ChainSpec, build_chain
-from viscon_dagster.automation import automation_sensors, obelics_shard_sensor
+from viscon_dagster.automation import automation_sensors, obelics_shard_sensor, viscon_dead_runs
+from viscon_dagster.dead_runs import with_run_lease
 from viscon_dagster.environment import (
     backend_options,
     env_secret,
@@ -107,9 +108,10 @@ def build_definitions(storage_root: str | None = None, s3: S3Resource | None = N
     return dg.Definitions(
         assets=[a for c in built for a in c.assets] + captioner_assets,
         jobs=[j for c in built for j in c.jobs],
-        sensors=[obelics_shard_sensor, *automation_sensors([c.spec.group for c in built])],
+        sensors=[obelics_shard_sensor, *automation_sensors([c.spec.group for c in built]), viscon_dead_runs],
         resources=resources,
-        executor=executor_from_env(),  # VISCON_EXECUTOR=k8s: a pod per step (deploy/helm)
+        # VISCON_EXECUTOR=k8s: a pod per step (deploy/helm); a run's process holds a lease on it (dead_runs.py)
+        executor=with_run_lease(executor_from_env()),
     )
 
 
