@@ -35,6 +35,7 @@ from viscon_dagster.core.chain.question_dedup import mark_duplicates
 from viscon_dagster.core.files.parquet import read_parquet
 from viscon_dagster.core.models.request import ImageRef, SamplingParams
 from viscon_dagster.core.versions import code_version
+from viscon_dagster.dead_runs import journal_checks
 from viscon_dagster.gpu import GPU_ASSET_KWARGS, gpu_run_tags
 from viscon_dagster.paths import SettingError
 from viscon_dagster.resources.embedder import EmbedderResource
@@ -135,7 +136,8 @@ def _ask(context: dg.AssetExecutionContext, model: ModelBackend, requests: list,
     run; returns them with the call's metadata (model, usage, failures, cost and its projection)."""
     storage: StorageResource = context.resources.storage
     journal = storage.path(*context.asset_key.path, "_journal", shard)
-    responses = model.generate(requests, journal_dir=journal, lease_owner=context.run_id)
+    responses = model.generate(requests, journal_dir=journal, lease_owner=context.run_id,
+                               lease_checks=journal_checks(context.instance))
     metadata = {"backend": model.backend_name, **model.metadata(responses, remaining_partitions=_remaining(context))}
     return responses, metadata
 
