@@ -14,6 +14,7 @@ from upath import UPath
 from tests.chain.scripted_openai import ScriptedOpenAI
 from tests.conftest import materialize_partition
 from tests.exports.llava_validator import validate_llava_file
+from viscon_dagster.core.chain.prompts import NONCONTEXTUAL
 from viscon_dagster.core.exports.versions import current_release_path
 from viscon_dagster.definitions import RELEASE_JOB, SHARD_JOB, build_definitions
 from viscon_dagster.demo.tiny_models import build_tiny_models
@@ -137,4 +138,4 @@ def test_bad_model_output_ends_as_recorded_rejects(tmp_path, sample_dir, tokeniz
     assert "noncontextual" not in Counter(before_control.column("mix").to_pylist()) and mixes["noncontextual"] > 0
     assert {m: n for m, n in mixes.items() if m != "noncontextual"} == Counter(before_control.column("mix").to_pylist())
     control_captions = table(store, "noncontextual_captions", key)
-    assert set(control_captions.column("prompt_version").to_pylist()) == {"noncontextual-caption-v1"}
+    assert set(control_captions.column("prompt_version").to_pylist()) == {NONCONTEXTUAL.version}

@@ -29,7 +29,7 @@ from viscon_dagster.core.chain.captions import CAPTIONS_SCHEMA, caption_jobs, ca
 from viscon_dagster.core.chain.conversations import MIXES, build_conversations
 from viscon_dagster.core.chain.image_samples import image_samples
 from viscon_dagster.core.chain.leakage import leakage_summary
-from viscon_dagster.core.chain.prompts import CAPTION_PROMPT_VERSION, NONCONTEXTUAL_PROMPT_VERSION, QA_PROMPT_VERSION
+from viscon_dagster.core.chain.prompts import CAPTION, NONCONTEXTUAL, QA
 from viscon_dagster.core.chain.qa import QA_SCHEMA, qa_request, qa_rows
 from viscon_dagster.core.chain.question_dedup import mark_duplicates
 from viscon_dagster.core.files.parquet import read_parquet
@@ -144,7 +144,7 @@ def _ask(context: dg.AssetExecutionContext, model: ModelBackend, requests: list,
 
 def _caption_asset(spec: ChainSpec, labels: Mapping[str, str], name: str, contextual: bool, description: str):
     key = spec.key(name)
-    prompt_version = CAPTION_PROMPT_VERSION if contextual else NONCONTEXTUAL_PROMPT_VERSION
+    prompt_version = (CAPTION if contextual else NONCONTEXTUAL).version
     version = code_version(name, prompt=prompt_version, settings=config_defaults(CaptionConfig),
                            models={"caption": labels.get(spec.caption_model_key), "tokenizer": labels.get("tokenizer")})
 
@@ -190,7 +190,7 @@ def _qa_asset(spec: ChainSpec, labels: Mapping[str, str]):
     @dg.asset(
         **spec.shard_asset(key, gpu=True), kinds={"parquet"}, deps=[spec.key("captions")],
         required_resource_keys={spec.qa_model_key, "storage"}, check_specs=[qa_check_spec(key)],
-        code_version=code_version("qa_pairs", prompt=QA_PROMPT_VERSION, settings=config_defaults(QAConfig),
+        code_version=code_version("qa_pairs", prompt=QA.version, settings=config_defaults(QAConfig),
                                   models={"qa": labels.get(spec.qa_model_key)}),
         description="Free-form and multiple-choice Q&A written from each caption's text; every item validated, "
                     "invalid ones kept with their reason; leakage = answerability from the caption.", **GPU,
@@ -210,7 +210,7 @@ def _qa_asset(spec: ChainSpec, labels: Mapping[str, str]):
             valid = table.filter(table["valid"])
             return ShardOutput(table, {
                 **table_metadata(table, ["kind", "question", "answer", "valid", "reason"]),
-                "qa_model": model.model_id, "prompt_version": QA_PROMPT_VERSION, "valid_items": valid.num_rows,
+                "qa_model": model.model_id, "prompt_version": QA.version, "valid_items": valid.num_rows,
                 **as_metadata({
                     "invalid_by_reason": status_counts(table.filter(pa.compute.invert(table["valid"])), "reason"),
                     "leakage": leakage_summary(valid["leakage"].to_pylist())}),
