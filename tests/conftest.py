@@ -46,6 +46,26 @@ def sample_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_student_dir(tmp_path_factory) -> Path:
+    """The captioner recipes' tiny student (`viscon models tiny` builds it), once per test session."""
+    from viscon_dagster.core.captioner.recipes import TINY_STUDENT, TINY_STUDENT_SEED
+    from viscon_dagster.demo.tiny_models import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("student") / TINY_STUDENT, seed=TINY_STUDENT_SEED)
+
+
+@pytest.fixture
+def tiny_student(tiny_student_dir) -> Path:
+    """The tiny student where the `tiny-demo` recipe finds it: $VISCON_HOME/models/tiny-student (a link)."""
+    from viscon_dagster.paths import models_dir
+
+    link = models_dir() / tiny_student_dir.name
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(tiny_student_dir, target_is_directory=True)
+    return link
+
+
+@pytest.fixture(scope="session")
 def s3_server():
     """A real S3-protocol server on loopback; yields its endpoint URL."""
     from moto.server import ThreadedMotoServer

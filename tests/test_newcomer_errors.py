@@ -73,3 +73,14 @@ def test_vllm_backend_without_the_extra_says_how_to_install(monkeypatch, tmp_pat
         VLLMOfflineBackend(model="HuggingFaceTB/SmolVLM-256M-Instruct").generate(
             [Request.user("hi")], journal_dir=tmp_path / "journal")
     assert "setup_vllm_cpu.sh" in str(failed.value)
+
+
+def test_a_missing_tiny_student_names_the_command_that_builds_it(tiny_student_dir):
+    from viscon_dagster.assets.captioner import base_model_path
+    from viscon_dagster.core.captioner.recipes import recipe
+
+    with pytest.raises(dg.Failure) as failed:  # VISCON_HOME is fresh (conftest): nothing built there
+        base_model_path(recipe("tiny-demo"), None)
+    message = str(failed.value)
+    assert "tiny-student" in message and "does not exist" in message and "`viscon models tiny`" in message
+    assert base_model_path(recipe("tiny-demo"), str(tiny_student_dir)) == str(tiny_student_dir)

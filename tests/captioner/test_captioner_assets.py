@@ -25,7 +25,7 @@ SHORT_TRAINING = {"ops": {"contextual_captioner": {"config": {"max_steps": 8}},
                           "captioner_evaluation": {"config": {"resamples": 200}}}}
 
 
-def test_captioner_learns_from_the_teacher_end_to_end(tmp_path, sample_dir, tokenizer_dir, teacher):
+def test_captioner_learns_from_the_teacher_end_to_end(tmp_path, sample_dir, tokenizer_dir, teacher, tiny_student):
     store = tmp_path / "store"
     defs = build_definitions(
         storage_root=store.as_uri(), tokenizer=str(tokenizer_dir),

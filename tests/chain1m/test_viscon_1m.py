@@ -62,7 +62,7 @@ def failure_message(result) -> str:
                      if e.event_type_value == "STEP_FAILURE")
 
 
-def test_viscon_1m_with_the_trained_captioner(tmp_path, tokenizer_dir, teacher):
+def test_viscon_1m_with_the_trained_captioner(tmp_path, tokenizer_dir, teacher, tiny_student):
     sample = tmp_path / "sample"
     write_sample(sample, SampleSpec(shards=2, docs_per_shard=24, seed=7, shards_1m=1, docs_per_shard_1m=4))
     store = tmp_path / "store"

@@ -1,17 +1,15 @@
 """The project's code location for the daemon tests, configured by the environment as in production.
 
-`VISCON_TEST_QA_PROMPT=v2` stands for a change of the Q&A prompt in the code (a new system prompt and its
-version), as the next deploy of a code location would carry it.
+`VISCON_TEST_QA_PROMPT=v2` stands for a change of the Q&A prompt's wording in the code (its version follows
+the text), as the next deploy of a code location would carry it.
 """
 
 import os
 
-from viscon_dagster.assets import chain
-from viscon_dagster.core.chain import qa
+from viscon_dagster.core.chain.prompts import QA
 
 if os.environ.get("VISCON_TEST_QA_PROMPT") == "v2":
-    qa.QA_SYSTEM = qa.QA_SYSTEM + " Prefer questions about what the page says about the image."
-    qa.QA_PROMPT_VERSION = chain.QA_PROMPT_VERSION = "qa-v2"
+    QA.system += " Prefer questions about what the page says about the image."
 
 from viscon_dagster.definitions import build_definitions  # noqa: E402 (after the prompt change)
 

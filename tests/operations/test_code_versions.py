@@ -1,6 +1,7 @@
 """Derived code versions: a prompt or a model change moves exactly the asset it shapes."""
 
 from viscon_dagster.assets import chain
+from viscon_dagster.core.chain.prompts import QA
 from viscon_dagster.definitions import build_definitions
 from viscon_dagster.environment import image_fetcher
 from viscon_dagster.resources.models import TransformersLocalBackend
@@ -21,9 +22,10 @@ def test_versions_are_stable_across_loads():
     assert versions() == versions()
 
 
-def test_a_prompt_bump_moves_only_its_asset(monkeypatch):
-    before = versions()
-    monkeypatch.setattr(chain, "QA_PROMPT_VERSION", "qa-v2")
+def test_an_edit_to_a_prompts_wording_moves_only_its_asset(monkeypatch):
+    before, version = versions(), QA.version
+    monkeypatch.setattr(QA, "template", QA.template.replace("Questions must differ", "Every question must differ"))
+    assert QA.version != version and QA.version.startswith("qa-")
     assert changed(before, versions()) == ["qa_pairs"]
 
 
@@ -52,3 +54,28 @@ def test_an_image_setting_moves_images_and_a_network_setting_does_not():
     before = versions()
     assert changed(before, versions(fetcher=image_fetcher().model_copy(update={"max_side": 512}))) == ["images"]
     assert changed(before, versions(fetcher=image_fetcher().model_copy(update={"concurrency": 8}))) == []
+
+
+
+def test_a_recipe_change_moves_the_captioner_and_a_pair_rule_moves_the_pairs(monkeypatch):
+    import dataclasses
+
+    from viscon_dagster.assets import captioner
+    from viscon_dagster.core.captioner import recipes
+
+    def derived() -> dict[str, str]:
+        return {"captioner_training_pairs": captioner.pairs_version(), "contextual_captioner":
+                captioner.captioner_version(), "captioner_evaluation": captioner.evaluation_version()}
+
+    before = derived()
+    assert {k: versions()[k] for k in before} == before  # the assets carry the derived versions
+    tiny = recipes.RECIPES["tiny-demo"]
+    monkeypatch.setitem(recipes.RECIPES, "tiny-demo", dataclasses.replace(tiny, learning_rate=tiny.learning_rate / 2))
+    assert changed(before, derived()) == ["contextual_captioner"]
+    monkeypatch.setitem(recipes.RECIPES, "tiny-demo", tiny)
+
+    class WiderContext(captioner.PairsConfig):
+        context_tokens: int = 2000
+
+    monkeypatch.setattr(captioner, "PairsConfig", WiderContext)
+    assert changed(before, derived()) == ["captioner_training_pairs"]

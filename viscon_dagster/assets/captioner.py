@@ -12,9 +12,10 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 
+from viscon_dagster.assets.per_shard import config_defaults
 from viscon_dagster.checks.captioner_checks import check_gate, check_split, gate_check_specs, split_check_spec
 from viscon_dagster.core.captioner.card import model_card
-from viscon_dagster.core.captioner.metrics import compare, markdown_table, sentence_scores
+from viscon_dagster.core.captioner.metrics import PAPER_GAIN, compare, markdown_table, sentence_scores
 from viscon_dagster.core.captioner.pairs import HELD_OUT, build_pairs, pair_request
 from viscon_dagster.core.captioner.published import (
     GateResult,
@@ -23,17 +24,19 @@ from viscon_dagster.core.captioner.published import (
     write_current,
     write_gate,
 )
-from viscon_dagster.core.captioner.recipes import TINY_STUDENT, TINY_STUDENT_SEED, Recipe, recipe
-from viscon_dagster.core.captioner.weights import upload_model_dir
-from viscon_dagster.core.chain.prompts import CAPTION_PROMPT_VERSION
+from viscon_dagster.core.captioner.recipes import RECIPES, TINY_STUDENT, Recipe, recipe
+from viscon_dagster.core.captioner.weights import local_model_dir, upload_model_dir
+from viscon_dagster.core.chain.prompts import CAPTION
 from viscon_dagster.core.exports.split import DEFAULT_TEST_FRACTION
-from viscon_dagster.core.files.atomic import is_local, local_path, write_text_atomic
+from viscon_dagster.core.files.atomic import write_text_atomic
 from viscon_dagster.core.files.parquet import write_parquet
 from viscon_dagster.core.models.request import ImageRef, SamplingParams
+from viscon_dagster.core.versions import code_version
 from viscon_dagster.gpu import GPU_ASSET_KWARGS
 from viscon_dagster.partitions import captioner_recipes
-from viscon_dagster.paths import viscon_home
-from viscon_dagster.resources.local_models import model_label
+from viscon_dagster.paths import models_dir, viscon_home
+from viscon_dagster.resources.captioner_backend import captioner_cache
+from viscon_dagster.resources.local_models import model_label, require_local_model
 from viscon_dagster.resources.models.transformers_local import TransformersLocalBackend
 from viscon_dagster.resources.storage import StorageResource
 from viscon_dagster.resources.tokenizer import TokenizerResource
@@ -54,7 +57,13 @@ class PairsConfig(dg.Config):
     split_seed: int = 0
 
 
-@dg.asset(key=PAIRS, group_name=GROUP, kinds={"parquet"}, code_version="1",
+def pairs_version() -> str:
+    """The pair rules: the teacher's prompt and the pairs' settings."""
+    return code_version(PAIRS.path[-1], prompt=CAPTION.version, settings=config_defaults(PairsConfig))
+
+
+@dg.asset(key=PAIRS, group_name=GROUP, kinds={"parquet"},
+          code_version=pairs_version(),
           deps=[dg.AssetDep("captions")], check_specs=[split_check_spec(PAIRS)],
           description="Each usable teacher caption with the exact request the teacher saw (rebuilt by the chain's "
                       "code, checked against its fingerprint), split train / held-out by the release's page-URL hash.")
@@ -73,7 +82,7 @@ def captioner_training_pairs(context: dg.AssetExecutionContext, config: PairsCon
     return dg.MaterializeResult(value=table, metadata={
         "dagster/row_count": table.num_rows, "train": splits.count("train"), "held_out": splits.count(HELD_OUT),
         "shards": len(built.shards), "teachers": sorted(set(table.column("teacher").to_pylist())),
-        "prompt_versions": sorted(set(table.column("prompt_version").to_pylist())) or [CAPTION_PROMPT_VERSION],
+        "prompt_versions": sorted(set(table.column("prompt_version").to_pylist())) or [CAPTION.version],
         "teacher_statuses": dict(built.caption_statuses), "skipped": len(built.skipped),
         "skipped_reasons": reasons,
     }, check_results=[check_split(table, PAIRS)])
@@ -87,17 +96,11 @@ class CaptionerConfig(dg.Config):
 
 
 def base_model_path(r: Recipe, override: str | None) -> str:
-    """The base checkpoint: the override, a hub id / folder, or the tiny student built offline on first use."""
-    if override:
-        return override
-    if r.base_model != TINY_STUDENT:
-        return r.base_model
-    path = viscon_home() / "models" / TINY_STUDENT
-    if not (path / "config.json").exists():
-        from viscon_dagster.demo.tiny_models import build_tiny_vlm
-
-        build_tiny_vlm(path, seed=TINY_STUDENT_SEED)
-    return str(path)
+    """The base checkpoint: the override, a hub id / folder, or the tiny student `viscon models tiny` builds."""
+    base = override or (str(models_dir() / TINY_STUDENT) if r.base_model == TINY_STUDENT else r.base_model)
+    require_local_model(base, f"the base model of captioner recipe {r.name!r}",
+                        "the recipe's base_model (core/captioner/recipes.py) or the asset's base_model config")
+    return base
 
 
 def _teacher(pairs: pa.Table) -> str:
@@ -118,8 +121,16 @@ def loss_markdown(history: list[dict]) -> str:
                       "|---|---|---|", *rows])
 
 
+def captioner_version() -> str:
+    """Every recipe (a static partition set: one version for all) and the training settings."""
+    return code_version(CAPTIONER.path[-1], settings={
+        "recipes": {name: r.fingerprint() for name, r in RECIPES.items()},
+        **config_defaults(CaptionerConfig, "work_dir", "launcher")})
+
+
 @dg.asset(key=CAPTIONER, partitions_def=captioner_recipes, group_name=GROUP, kinds={"pytorch", "huggingface"},
-          code_version="1", ins={"pairs": dg.AssetIn(PAIRS)},
+          code_version=captioner_version(),
+          ins={"pairs": dg.AssetIn(PAIRS)},
           required_resource_keys={"pipes_subprocess_client", "storage"}, **GPU_ASSET_KWARGS,
           description="The student VLM fine-tuned (TRL SFTTrainer, LoRA on the text model by default) on the teacher's "
                       "captions, in its own process through Dagster Pipes; a model directory in storage at "
@@ -174,19 +185,15 @@ class EvaluationConfig(dg.Config):
     seed: int = 0
 
 
-def _local_model_dir(storage: StorageResource, published: PublishedCaptioner) -> str:
-    """A local folder of the published checkpoint (S3 roots: downloaded once into $VISCON_HOME/models)."""
-    path = storage.path(published.path)
-    if is_local(path):
-        return local_path(path)
-    target = viscon_home() / "models" / "captioners" / published.recipe / published.sha[:12]
-    if not (target / "config.json").exists():
-        path.fs.get(path.path, str(target), recursive=True)
-    return str(target)
+def evaluation_version() -> str:
+    """The metric set and the gate."""
+    return code_version(EVALUATION.path[-1], settings={
+        "paper_gain": PAPER_GAIN, **config_defaults(EvaluationConfig, "batch_size", "device")})
 
 
 @dg.asset(key=EVALUATION, partitions_def=captioner_recipes, group_name=GROUP, kinds={"parquet", "json"},
-          code_version="1", ins={"pairs": dg.AssetIn(PAIRS)}, deps=[dg.AssetDep(CAPTIONER)],
+          code_version=evaluation_version(),
+          ins={"pairs": dg.AssetIn(PAIRS)}, deps=[dg.AssetDep(CAPTIONER)],
           check_specs=gate_check_specs(EVALUATION), **GPU_ASSET_KWARGS,
           description="The untuned base and the tuned captioner caption the held-out split with the same prompts and "
                       "greedy decoding (journaled); sacrebleu BLEU and rouge-score ROUGE-L with bootstrap intervals "
@@ -201,7 +208,7 @@ def captioner_evaluation(context: dg.AssetExecutionContext, config: EvaluationCo
     held_out = [p for p in pairs.to_pylist() if p["split"] == HELD_OUT]
     if not held_out:
         raise dg.Failure("the held-out split is empty: more teacher captions are needed to evaluate")
-    tuned_dir = _local_model_dir(storage, published)
+    tuned_dir = local_model_dir(storage.path(published.path), captioner_cache(published))
     base = base_model_path(r, config.base_model)
     if model_label(base) != published.base_model:
         raise dg.Failure(f"the base model {model_label(base)} is not the one {published.label} was trained from "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from viscon_dagster.core.captioner.recipes import TINY_STUDENT, TINY_STUDENT_SEED
 from viscon_dagster.demo.tiny_tokenizer import save_pretrained_tokenizer
 
 VOCAB_SIZE = 1024
@@ -120,8 +121,10 @@ def build_tiny_vlm(out_dir: str | Path, seed: int = 0) -> Path:
 
 
 def build_tiny_models(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
-    """Build both tiny models under `out_dir`; returns {"vlm": path, "lm": path}."""
+    """Build the tiny models under `out_dir`: the teacher VLM, the LM and the captioner recipes' student (another
+    seed than the teacher's); returns {"vlm": path, "lm": path, "student": path}."""
     out = Path(out_dir)
-    paths = {"vlm": build_tiny_vlm(out / "tiny-idefics3", seed), "lm": build_tiny_lm(out / "tiny-lm", seed)}
+    paths = {"vlm": build_tiny_vlm(out / "tiny-idefics3", seed), "lm": build_tiny_lm(out / "tiny-lm", seed),
+             "student": build_tiny_vlm(out / TINY_STUDENT, seed + TINY_STUDENT_SEED)}
     (out / "tiny_models.json").write_text(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
     return paths

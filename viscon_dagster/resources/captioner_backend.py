@@ -21,8 +21,6 @@ folder with its processor and chat template:
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -34,7 +32,7 @@ from viscon_dagster.core.captioner.published import (
     read_current,
     read_gate,
 )
-from viscon_dagster.core.files.atomic import is_local, local_path
+from viscon_dagster.core.captioner.weights import local_model_dir
 from viscon_dagster.paths import viscon_home
 from viscon_dagster.resources.models.transformers_local import TransformersLocalBackend
 from viscon_dagster.resources.storage import StorageResource
@@ -52,6 +50,13 @@ def captioner_recipe() -> str:
     if name not in RECIPES:
         raise SettingError(f"{RECIPE_ENV}={name!r}: not a captioner recipe; use one of {', '.join(sorted(RECIPES))}")
     return name
+
+
+def captioner_cache(published: PublishedCaptioner, cache_dir: str | None = None) -> Path:
+    """Where a checkpoint of an S3 storage root is kept on this machine (`$VISCON_HOME/models/captioners` by
+    default), by recipe and sha."""
+    cache = Path(cache_dir) if cache_dir else viscon_home() / "models" / "captioners"
+    return cache / published.recipe / published.sha[:12]
 
 
 def version_label(backend) -> str:
@@ -115,14 +120,4 @@ class CaptionerBackend(TransformersLocalBackend):
         if not (remote / "config.json").exists():
             raise CaptionerNotReady(f"{published.label} is published but its model directory is missing from "
                                     f"storage ({published.path}): materialize contextual_captioner[{self.recipe}]")
-        if is_local(remote):
-            return local_path(remote)
-        cache = Path(self.cache_dir) if self.cache_dir else viscon_home() / "models" / "captioners"
-        target = cache / published.recipe / published.sha[:12]
-        if not (target / "config.json").exists():  # content-addressed: a complete copy never changes
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-                remote.fs.get(remote.path.rstrip("/") + "/", tmp + "/model/", recursive=True)
-                shutil.rmtree(target, ignore_errors=True)
-                Path(tmp, "model").rename(target)
-        return str(target)
+        return local_model_dir(remote, captioner_cache(published, self.cache_dir))

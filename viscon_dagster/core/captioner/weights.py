@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import tempfile
 from pathlib import Path
 
 from viscon_dagster.core.files.atomic import is_local, local_path
@@ -44,3 +45,18 @@ def upload_model_dir(local: Path, dest) -> None:
              or (dest / f.relative_to(local).as_posix()).stat().st_size != f.stat().st_size]
     if short:
         raise OSError(f"model upload to {dest} incomplete: {', '.join(short)} missing or short")
+
+
+def local_model_dir(remote, cache: Path) -> str:
+    """A local folder of a model directory in storage (a UPath): a local root in place; an S3 one downloaded once
+    into `cache` (content-addressed: a complete copy never changes). The copy lands in a temporary folder and is
+    renamed into place, so an interrupted download never passes for a checkpoint."""
+    if is_local(remote):
+        return local_path(remote)
+    if not (cache / "config.json").exists():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache.parent) as tmp:
+            remote.fs.get(remote.path.rstrip("/") + "/", tmp + "/model/", recursive=True)
+            shutil.rmtree(cache, ignore_errors=True)
+            Path(tmp, "model").rename(cache)
+    return str(cache)

@@ -16,13 +16,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from viscon_dagster.core.chain.page_context import RenderedContext, render_context
-from viscon_dagster.core.chain.prompts import (
-    CAPTION_PROMPT_VERSION,
-    CAPTION_SYSTEM,
-    NONCONTEXTUAL_PROMPT_VERSION,
-    NONCONTEXTUAL_TEMPLATE,
-    caption_prompt,
-)
+from viscon_dagster.core.chain.prompts import CAPTION, NONCONTEXTUAL, caption_prompt
 from viscon_dagster.core.models.request import ImageRef, Request, Response, SamplingParams
 
 CAPTIONS_SCHEMA = pa.schema([
@@ -70,8 +64,9 @@ def caption_jobs(docs: pa.Table, images: pa.Table, shard: str, contextual: bool 
 def caption_request(job: CaptionJob, image: ImageRef, params: SamplingParams) -> Request:
     meta = {"doc_id": job.doc_id, "position": job.position}
     if job.context is None:
-        return Request.user(NONCONTEXTUAL_TEMPLATE, images=[image], system=CAPTION_SYSTEM, params=params, meta=meta)
-    return Request.user(caption_prompt(job.context), images=[image], system=CAPTION_SYSTEM, params=params, meta=meta)
+        return Request.user(NONCONTEXTUAL.template, images=[image], system=NONCONTEXTUAL.system, params=params,
+                            meta=meta)
+    return Request.user(caption_prompt(job.context), images=[image], system=CAPTION.system, params=params, meta=meta)
 
 
 def _normalise(text: str) -> str:
@@ -107,7 +102,7 @@ def caption_rows(jobs: list[CaptionJob], responses: list[Response], contextual: 
             "context_trimmed": job.context.trimmed if job.context else None,
             "caption": (r.text or "").strip() if status == "ok" else None,
             "status": status, "error": error, "caption_model": r.model, "backend": r.backend,
-            "prompt_version": CAPTION_PROMPT_VERSION if contextual else NONCONTEXTUAL_PROMPT_VERSION,
+            "prompt_version": (CAPTION if contextual else NONCONTEXTUAL).version,
             "fingerprint": r.fingerprint, "from_journal": r.cached,
             "prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens,
             "latency_s": r.latency_s,

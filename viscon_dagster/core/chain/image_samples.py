@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import pyarrow as pa
 
-from viscon_dagster.core.chain.prompts import CAPTION_PROMPT_VERSION, QA_PROMPT_VERSION
+from viscon_dagster.core.chain.prompts import CAPTION, QA
 
 
 def image_samples(captions: pa.Table, unique_qa: pa.Table, noncontextual: pa.Table | None = None) -> list[dict]:
@@ -31,9 +31,9 @@ def image_samples(captions: pa.Table, unique_qa: pa.Table, noncontextual: pa.Tab
             "shard": c["shard"], "doc_id": c["doc_id"], "doc_url": c["doc_url"], "image_url": c["image_url"],
             "image_sha256": c["image_sha256"], "image_path": c["image_path"], "caption": c["caption"],
             "caption_model": c["caption_model"],
-            "caption_prompt_version": c["prompt_version"] or CAPTION_PROMPT_VERSION,
+            "caption_prompt_version": c["prompt_version"] or CAPTION.version,
             "noncontextual_caption": nc_caption, "noncontextual_caption_model": nc_model,
-            "qa_model": qa_model, "qa_prompt_version": QA_PROMPT_VERSION,
+            "qa_model": qa_model, "qa_prompt_version": QA.version,
             "free_form": qa["free_form"], "mcq": qa["mcq"],
         })
     return samples

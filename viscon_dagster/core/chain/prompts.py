@@ -1,17 +1,30 @@
-"""Versioned prompt templates (the paper's exact prompts are not public; these follow its description).
+"""Prompt templates (the paper's exact prompts are not public; these follow its description).
 
-Every caption and Q&A row records the `prompt_version` that made it, and the version enters the
-request fingerprint through the prompt text, so changing a template re-asks only what it affects.
-Bump the version whenever a template's wording changes.
+Every caption and Q&A row records the `prompt_version` that made it, and the prompt text enters the request
+fingerprint, so changing a template re-asks only what it affects. A version is the prompt's readable name and
+a digest of its texts (`Prompt.version`): an edit to the wording is a new version, with nothing to bump by hand.
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
+
 from viscon_dagster.core.chain.page_context import RenderedContext
 
-CAPTION_PROMPT_VERSION = "contextual-caption-v1"
-NONCONTEXTUAL_PROMPT_VERSION = "noncontextual-caption-v1"
-QA_PROMPT_VERSION = "qa-v1"
+
+@dataclass
+class Prompt:
+    name: str
+    system: str
+    template: str
+
+    @property
+    def version(self) -> str:
+        """`<name>-<digest of the system prompt and the template>`, e.g. `contextual-caption-3f2a9c1e`."""
+        text = f"{self.system}\0{self.template}".encode()
+        return f"{self.name}-{hashlib.sha256(text).hexdigest()[:8]}"
+
 
 CAPTION_SYSTEM = (
     "You write image captions for a vision-language dataset. A caption joins what is visible in the "
@@ -50,14 +63,20 @@ Answer with JSON only, in this shape:
 "mcq": [{{"question": "...", "options": ["...", "...", "...", "..."], "answer": "A"}}]}}"""
 
 
+CAPTION = Prompt("contextual-caption", CAPTION_SYSTEM, CAPTION_TEMPLATE)
+NONCONTEXTUAL = Prompt("noncontextual-caption", CAPTION_SYSTEM, NONCONTEXTUAL_TEMPLATE)
+QA = Prompt("qa", QA_SYSTEM, QA_TEMPLATE)
+del CAPTION_SYSTEM, CAPTION_TEMPLATE, NONCONTEXTUAL_TEMPLATE, QA_SYSTEM, QA_TEMPLATE  # one home: the Prompts
+
+
 def caption_prompt(ctx: RenderedContext) -> str:
     alt = (f'The attached image\'s alt text is: "{ctx.alt_text}".' if ctx.alt_text
            else "The attached image has no alt text.")
-    return CAPTION_TEMPLATE.format(target=ctx.target_placeholder, alt_line=alt, page=ctx.text)
+    return CAPTION.template.format(target=ctx.target_placeholder, alt_line=alt, page=ctx.text)
 
 
 def qa_prompt(caption: str, n_free: int, n_mcq: int) -> str:
-    return QA_TEMPLATE.format(caption=caption, n_free=n_free, n_mcq=n_mcq)
+    return QA.template.format(caption=caption, n_free=n_free, n_mcq=n_mcq)
 
 
 def qa_json_schema(n_free: int, n_mcq: int) -> dict:

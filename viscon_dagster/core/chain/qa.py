@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from viscon_dagster.core.chain.leakage import leakage_score
-from viscon_dagster.core.chain.prompts import QA_PROMPT_VERSION, QA_SYSTEM, qa_json_schema, qa_prompt
+from viscon_dagster.core.chain.prompts import QA, qa_json_schema, qa_prompt
 from viscon_dagster.core.models.request import Request, Response, SamplingParams
 
 MCQ_LETTERS = ("A", "B", "C", "D")  # the options of a multiple-choice question, in order
@@ -95,7 +95,7 @@ QA_SCHEMA = pa.schema([
 
 
 def qa_request(caption: str, n_free: int, n_mcq: int, params: SamplingParams) -> Request:
-    return Request.user(qa_prompt(caption, n_free, n_mcq), system=QA_SYSTEM,
+    return Request.user(qa_prompt(caption, n_free, n_mcq), system=QA.system,
                         json_schema=qa_json_schema(n_free, n_mcq), schema_name="qa_pairs", params=params)
 
 
@@ -113,7 +113,7 @@ def qa_rows(caption: dict, response: Response) -> list[dict]:
         "answer": it.answer or None, "options": it.options, "answer_text": it.answer_text or None,
         "valid": it.valid, "reason": it.reason,
         "leakage": leakage_score(it.answer_text, caption["caption"]) if it.valid else None,
-        "qa_model": response.model, "prompt_version": QA_PROMPT_VERSION,
+        "qa_model": response.model, "prompt_version": QA.version,
         "caption_fingerprint": caption["fingerprint"], "fingerprint": response.fingerprint,
         "from_journal": response.cached,
     } for it in items]
