@@ -1,6 +1,7 @@
 """Tiny offline models and the transformers backend: schema-valid JSON even from random weights."""
 
 import hashlib
+import re
 
 import pytest
 
@@ -72,3 +73,80 @@ def test_a_missing_or_broken_checkpoint_fails_the_call_instead_of_writing_rows(t
         assert "0 of 1 answers are journaled" in str(failed.value)
         if path.name == "missing":  # says what is missing and the command that makes it
             assert "does not exist" in str(failed.value) and "`viscon models tiny`" in str(failed.value)
+
+
+# -- requests the model cannot take are rows: over-long prompts, unreadable images ---------------------
+
+LONG = "The harbour of Lisbon at dawn. " * 700  # about 7000 tokens of the tiny tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tiny_models, tmp_path_factory):
+    """A random 1-layer GPT-2 with 64 learned positions and the tiny tokenizer: past its positions it does not
+    degrade, it raises IndexError (which failed the whole call before prompts were checked)."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    out = tmp_path_factory.mktemp("tiny-gpt2")
+    tok = AutoTokenizer.from_pretrained(tiny_models["lm"])
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=1, n_head=2,
+                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("model, long_prompt, context", [("lm", LONG, 4096), ("gpt2", "word " * 100, 64)])
+def test_a_prompt_over_the_context_length_is_a_row_and_its_batch_is_answered(tiny_models, tiny_gpt2, storage_root,
+                                                                            model, long_prompt, context):
+    b = TransformersLocalBackend(model=str(tiny_gpt2 if model == "gpt2" else tiny_models[model]), device="cpu",
+                                 batch_size=4)
+    reqs = [Request.user(f"Say something ({i}).", params=SamplingParams(max_tokens=8)) for i in range(3)]
+    reqs.insert(1, Request.user(long_prompt, params=SamplingParams(max_tokens=8)))
+    out = b.generate(reqs, journal_dir=storage_root / "j")
+    assert [r.status for r in out] == ["ok", "error", "ok", "ok"]
+    assert out[1].error_kind == "context_too_long", out[1].error
+    assert re.fullmatch(rf"the prompt is \d+ tokens and the model's context length is {context}: no room for an "
+                        r"answer \(max_model_len or the model's max_position_embeddings\)", out[1].error)
+    assert all(0 < r.usage.completion_tokens <= 8 for r in out if r.ok)
+    assert b.metadata(out)["model_errors_context_too_long"] == 1
+    again = b.generate(reqs, journal_dir=storage_root / "j")  # the answers are journaled, the row is not
+    assert [r.cached for r in again] == [True, False, True, True] and again[1].error_kind == "context_too_long"
+
+
+def test_an_answer_that_would_run_past_max_model_len_stops_there(tiny_models):
+    b = TransformersLocalBackend(model=str(tiny_models["lm"]), device="cpu", max_model_len=48, batch_size=4)
+    params = SamplingParams(max_tokens=16)
+    # 15, 38 and 194 prompt tokens: 16 answer tokens fit after the first, 10 after the second, none after the third
+    short, tight, over = (Request.user(t, params=params) for t in ("hi", "word " * 8, "word " * 60))
+    out = b.generate([short, tight, over])
+    assert out[0].ok and out[0].usage.prompt_tokens + 16 <= 48 and out[0].usage.completion_tokens == 16
+    assert out[1].ok and out[1].usage.prompt_tokens + 16 > 48  # generated alone, up to the context's end
+    assert out[1].usage.prompt_tokens + out[1].usage.completion_tokens == 48 and out[1].finish_reason == "length"
+    assert out[2].error_kind == "context_too_long" and "the prompt is 194 tokens" in out[2].error
+
+
+def test_vlm_rows_for_an_unreadable_image_and_a_prompt_past_max_model_len(tiny_models, image_ref, storage_root):
+    from viscon_dagster.core.models.request import ImageRef
+
+    garbage = storage_root / "images" / "not-an-image.png"
+    garbage.write_bytes(b"<html>404</html>")
+    gone, broken = (ImageRef(url=str(p), sha256=c * 64)  # distinct hashes: distinct requests
+                    for p, c in ((storage_root / "images" / "gone.png", "0"), (garbage, "1")))
+    b = TransformersLocalBackend(model=str(tiny_models["vlm"]), max_model_len=64, batch_size=8)
+    params = SamplingParams(max_tokens=8)
+    out = b.generate([Request.user("Describe.", [image_ref], params=params),
+                      Request.user("Describe.", [gone], params=params),
+                      Request.user("Describe " * 80, [image_ref], params=params),  # the image's tokens count too
+                      Request.user("Describe.", [broken], params=params),
+                      Request.user("Caption.", [image_ref], params=params)])
+    assert [r.status for r in out] == ["ok", "error", "error", "error", "ok"]
+    assert [r.error_kind for r in out[1:4]] == ["image_unreadable", "context_too_long", "image_unreadable"]
+    assert "FileNotFoundError" in out[1].error and "UnidentifiedImageError" in out[3].error
+
+
+def test_a_text_only_model_asked_for_captions_fails_the_call_naming_why(tiny_models, image_ref):
+    b = TransformersLocalBackend(model=str(tiny_models["lm"]), device="cpu")
+    with pytest.raises(ModelServiceError, match=r"the first 10 requests asked were rejected \(bad_request\) with the "
+                                                r"same message.*is a text-only model; the request has images"):
+        b.generate([Request.user(f"Caption {i}.", [image_ref]) for i in range(30)])
