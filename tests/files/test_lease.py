@@ -17,12 +17,14 @@ import pytest
 from upath import UPath
 
 from viscon_dagster.core.files.lease import (
+    HolderChecks,
     LeaseHeld,
     LeaseLost,
     LeaseRecord,
     PartitionLease,
     journal_lease,
     journal_subject,
+    machine_id,
     store_for,
 )
 
@@ -269,3 +271,52 @@ def test_unsupported_storage_and_settings_are_errors(tmp_path):
     with pytest.raises(ValueError, match="ttl must be > 0"):
         journal_lease(UPath(tmp_path.as_uri()) / "j", "r", 0, 0)
     assert journal_lease(None, "r", 60, 0).__enter__() is None  # no journal, nothing to lease
+
+
+def test_a_holder_whose_work_is_over_elsewhere_is_taken_over_at_once_and_reported(journal_dir):
+    """`HolderChecks`: the layer that knows the holders (Dagster runs) says a holder of another machine is done."""
+    over = {"run failed-elsewhere": "its run is FAILURE in the Dagster instance"}
+    asked, told = [], []
+
+    def finished(held):
+        asked.append(held.owner)
+        return over.get(held.owner)
+
+    checks = HolderChecks(finished=finished, took_over=lambda held, why: told.append((held.owner, why)))
+    _plant(journal_dir, "run failed-elsewhere", expires_in=600)  # far from expiry, another machine
+    with lease(journal_dir, "mine", checks=checks):
+        assert stored(journal_dir).owner == "run mine"
+    assert told == [("run failed-elsewhere", "its run is FAILURE in the Dagster instance")]
+
+    _plant(journal_dir, "run working-elsewhere", expires_in=600)
+    with pytest.raises(LeaseHeld, match="by run working-elsewhere"):
+        lease(journal_dir, "mine", checks=checks).acquire()
+    assert asked == ["run failed-elsewhere", "run working-elsewhere"]
+
+
+def test_a_live_holder_on_this_machine_is_never_taken_whatever_its_run_says(journal_dir):
+    """Here a live PID is proof of work going on (a step process that outlived its run's coordinator): the
+    holder checks are not asked, and the holder keeps the lease."""
+    def finished(held):
+        raise AssertionError("asked about a holder of this machine")
+
+    _plant(journal_dir, "run orphaned", expires_in=600, machine=machine_id(), pid=os.getpid())
+    with pytest.raises(LeaseHeld, match="by run orphaned"):
+        lease(journal_dir, "mine", checks=HolderChecks(finished=finished)).acquire()
+
+
+def test_a_dead_holders_lease_is_taken_with_its_reason_and_failing_checks_change_nothing(journal_dir):
+    def broken(*args):
+        raise ConnectionError("the instance is unreachable")
+
+    told = []
+    _plant(journal_dir, "run expired", expires_in=-1)
+    with lease(journal_dir, "mine", checks=HolderChecks(took_over=lambda held, why: told.append(why))):
+        pass
+    assert told and told[0].startswith("its lease expired at ")
+    _plant(journal_dir, "run expired", expires_in=-1)
+    with lease(journal_dir, "mine", checks=HolderChecks(finished=broken, took_over=broken)):  # logged, not raised
+        assert stored(journal_dir).owner == "run mine"
+    _plant(journal_dir, "run elsewhere", expires_in=600)
+    with pytest.raises(LeaseHeld, match="by run elsewhere"):  # unknown: the expiry decides
+        lease(journal_dir, "mine", checks=HolderChecks(finished=broken)).acquire()

@@ -79,3 +79,22 @@ def test_the_release_follows_its_cron_only_when_shards_changed(defs):
         next_week = MONDAY + dt.timedelta(days=7)
         assert ev.at(next_week.replace(hour=2)) == {}
         assert ev.at(next_week.replace(hour=3, minute=10)) == {}  # nothing changed: no new release
+
+
+def test_a_failed_gpu_partition_waits_for_the_next_window(defs):
+    """Requested once per window opening: a shard whose model stage failed (nothing materialized) is not asked
+    again at every tick of that window, only after the next opening (or by a manual backfill)."""
+    with dg.instance_for_test() as instance:
+        ev = Evaluator(defs, instance)
+        ev.at(MONDAY.replace(hour=12))
+        instance.add_dynamic_partitions(obelics_shards.name, ["s"])
+        ev.at(MONDAY.replace(hour=12, minute=5))
+        ev.materialize("filtered_docs", "s")
+        ev.materialize("images", "s")
+        opened = ev.at(MONDAY.replace(hour=22, minute=1))
+        assert opened["captions"] == {"s"}
+        # its backfill failed: captions still missing, nothing in progress, the window still open
+        for minute in (2, 3, 30):
+            assert ev.at(MONDAY.replace(hour=22, minute=minute)) == {}
+        assert ev.at(MONDAY + dt.timedelta(days=1, hours=5)) == {}
+        assert ev.at(MONDAY + dt.timedelta(days=1, hours=22, minutes=1))["captions"] == {"s"}  # the next window
