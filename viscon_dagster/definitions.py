@@ -12,7 +12,8 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from viscon_dagster.assets.captioner import captioner_assets
-from viscon_dagster.assets.chain import Chain, ChainSpec, build_chain
+from viscon_dagster.assets.chain import Chain, build_chain
+from viscon_dagster.assets.spec import ChainSpec
 from viscon_dagster.automation import automation_sensors, obelics_shard_sensor, viscon_dead_runs
 from viscon_dagster.dead_runs import with_run_lease
 from viscon_dagster.environment import (

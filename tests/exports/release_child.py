@@ -12,6 +12,8 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from viscon_dagster.assets.exports import release_asset
+from viscon_dagster.assets.spec import ChainSpec
+from viscon_dagster.partitions import obelics_shards
 from viscon_dagster.resources.hub import HubResource
 from viscon_dagster.resources.storage import StorageResource
 
@@ -19,7 +21,7 @@ NAME = "viscon_100k_release"
 
 
 def release_def() -> dg.AssetsDefinition:
-    return release_asset(NAME, dg.AssetKey("conversations"), dg.AssetKey("unique_qa_pairs"), "viscon_100k")
+    return release_asset(ChainSpec(partitions_def=obelics_shards))
 
 
 def materialize(storage: StorageResource, shards: list[str], run_config: dict | None = None,

@@ -25,8 +25,10 @@ from tests.exports.test_preview import (
     write_storage,
 )
 from viscon_dagster.assets.exports import release_asset
+from viscon_dagster.assets.spec import ChainSpec
 from viscon_dagster.core.exports.preview import PreviewSources, write_preview
 from viscon_dagster.core.exports.versions import current_release_path
+from viscon_dagster.partitions import obelics_shards
 from viscon_dagster.resources.hub import HubResource
 from viscon_dagster.resources.storage import StorageResource
 
@@ -107,8 +109,7 @@ def test_preview_renders_in_headless_chromium_without_fetching_anything(stored, 
 
 
 def materialize_release(storage: StorageResource, run_config: dict | None = None):
-    release = release_asset("viscon_100k_release", dg.AssetKey("conversations"), dg.AssetKey("unique_qa_pairs"),
-                            "viscon_100k")
+    release = release_asset(ChainSpec(partitions_def=obelics_shards))
     with dg.instance_for_test() as instance:
         for shard in SHARDS:
             instance.report_runless_asset_event(dg.AssetMaterialization("conversations", partition=shard))

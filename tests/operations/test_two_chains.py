@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from viscon_dagster.assets.chain import ChainSpec, build_chain
+from viscon_dagster.assets.chain import build_chain
+from viscon_dagster.assets.spec import ChainSpec
 from viscon_dagster.definitions import build_definitions
 from viscon_dagster.partitions import obelics_shards, record_shards
 

@@ -8,10 +8,9 @@ chains never collide. Each asset reads its inputs, calls `core/`, writes a table
 and a great-expectations check per shard (`assets/per_shard.py`) — nothing else lives here.
 """
 
-import os
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import dagster as dg
 import pyarrow as pa
@@ -21,7 +20,7 @@ from viscon_dagster.assets.exports import release_asset
 from viscon_dagster.assets.images import images_asset
 from viscon_dagster.assets.metadata import as_metadata, status_counts, table_metadata
 from viscon_dagster.assets.per_shard import ShardOutput, config_defaults, materialize_shards, read_input
-from viscon_dagster.automation import release_condition, shard_condition
+from viscon_dagster.assets.spec import ChainSpec
 from viscon_dagster.checks.caption_checks import captions_check_spec, check_captions
 from viscon_dagster.checks.conversation_checks import check_conversations, conversations_check_spec
 from viscon_dagster.checks.qa_checks import check_qa, qa_check_spec
@@ -37,27 +36,12 @@ from viscon_dagster.core.models.request import ImageRef, SamplingParams
 from viscon_dagster.core.versions import code_version
 from viscon_dagster.dead_runs import journal_checks
 from viscon_dagster.gpu import GPU_ASSET_KWARGS, gpu_run_tags
-from viscon_dagster.paths import SettingError
 from viscon_dagster.resources.embedder import EmbedderResource
 from viscon_dagster.resources.models.base import ModelBackend
 from viscon_dagster.resources.storage import StorageResource
 from viscon_dagster.resources.tokenizer import TokenizerResource
 
 warnings.filterwarnings("ignore", message=".*`backfill_policy`.*beta", category=dg.BetaWarning)
-
-PARTITIONS_PER_RUN_ENV = "VISCON_PARTITIONS_PER_RUN"
-DEFAULT_PARTITIONS_PER_RUN = 50  # 3,000 shards: 60 runs per stage
-
-
-def partitions_per_run() -> int:
-    """Shards one backfill run carries (`BackfillPolicy.multi_run(k)`), from VISCON_PARTITIONS_PER_RUN."""
-    value = os.environ.get(PARTITIONS_PER_RUN_ENV, "").strip()
-    if not value:
-        return DEFAULT_PARTITIONS_PER_RUN
-    if not value.isdigit() or int(value) < 1:
-        raise SettingError(f"{PARTITIONS_PER_RUN_ENV}={value!r}: expected a whole number of shards per run (≥ 1)")
-    return int(value)
-
 
 class CaptionConfig(dg.Config):
     context_tokens: int = 1500   # token budget of the page context around the image
@@ -81,41 +65,6 @@ class DedupConfig(dg.Config):
 class ConversationsConfig(dg.Config):
     mixes: list[str] = list(MIXES)
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class ChainSpec:
-    partitions_def: dg.PartitionsDefinition
-    caption_model_key: str = "caption_model"   # the resource that writes this chain's captions
-    qa_model_key: str = "qa_model"
-    key_prefix: tuple[str, ...] = ()           # e.g. ("viscon_1m",)
-    group: str = "viscon_100k"
-    release_name: str = "viscon_100k_release"
-    caption_deps: tuple[dg.AssetDep, ...] = ()  # extra deps of the caption asset (the 1M chain's captioner)
-    partitions_per_run: int = field(default_factory=partitions_per_run)
-
-    def key(self, name: str) -> dg.AssetKey:
-        return dg.AssetKey([*self.key_prefix, name])
-
-    def name(self, base: str) -> str:
-        """A job or selection name of this chain: `shard_chain` for the 100K chain, `viscon_1m_shard_chain`."""
-        return "_".join([*self.key_prefix, base])
-
-    @property
-    def release_job(self) -> str:
-        """`release` for the 100K chain; `<release name>_job` for another (a job cannot share its asset's name)."""
-        return "release" if not self.key_prefix else f"{self.release_name}_job"
-
-    @property
-    def release_key(self) -> dg.AssetKey:
-        return dg.AssetKey(self.release_name)
-
-    def shard_asset(self, key: dg.AssetKey, gpu: bool = False, automated: bool = True,
-                    optional_deps: tuple[dg.AssetKey, ...] = ()) -> dict:
-        """The keyword arguments every per-shard asset of this chain shares (GPU ones: `**GPU` too)."""
-        return {"key": key, "partitions_def": self.partitions_def, "group_name": self.group,
-                "backfill_policy": dg.BackfillPolicy.multi_run(self.partitions_per_run),
-                "automation_condition": shard_condition(gpu, optional_deps) if automated else None}
 
 
 # GPU work is declared (names in viscon_dagster/gpu.py): the `gpu` pool bounds concurrent GPU steps; with the
@@ -323,9 +272,7 @@ def build_chain(spec: ChainSpec, labels: Mapping[str, str] | None = None) -> Cha
         _qa_asset(spec, labels),
         _dedup_asset(spec, labels),
         _conversations_asset(spec),
-        release_asset(spec.release_name, spec.key("conversations"), spec.key("unique_qa_pairs"), spec.group,
-                      images=spec.key("images"), rejects="/".join(spec.key("filtered_docs_rejects").path),
-                      automation_condition=release_condition()),
+        release_asset(spec),
     ]
     group = dg.AssetSelection.groups(spec.group)
     release = dg.AssetSelection.assets(spec.release_key)

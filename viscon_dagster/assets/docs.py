@@ -2,12 +2,12 @@
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from viscon_dagster.assets.metadata import table_metadata
 from viscon_dagster.assets.per_shard import ShardOutput, config_defaults, materialize_shards
+from viscon_dagster.assets.spec import ChainSpec
 from viscon_dagster.checks.docs_checks import check_filtered_docs, filtered_docs_check_spec
 from viscon_dagster.core.documents.filtering import REJECTS_SCHEMA, FilterSettings, filter_shard
 from viscon_dagster.core.documents.obelics import REJECT_REASONS
@@ -17,9 +17,6 @@ from viscon_dagster.core.shards.sources import iter_record_batches
 from viscon_dagster.core.versions import code_version
 from viscon_dagster.resources.storage import StorageResource
 from viscon_dagster.resources.tokenizer import TokenizerResource
-
-if TYPE_CHECKING:
-    from viscon_dagster.assets.chain import ChainSpec
 
 REJECTS_DIR = "filtered_docs_rejects"
 FILTERED_DOCS = dg.AssetKey("filtered_docs")

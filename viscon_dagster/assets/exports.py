@@ -11,9 +11,12 @@ import dagster as dg
 
 from viscon_dagster.assets.metadata import as_metadata
 from viscon_dagster.assets.per_shard import config_defaults
+from viscon_dagster.assets.spec import ChainSpec
+from viscon_dagster.automation import release_condition
 from viscon_dagster.core.chain.leakage import leakage_summary
 from viscon_dagster.core.exports.preview import DEFAULT_PER_MIX, PreviewSources, records_markdown, write_preview
 from viscon_dagster.core.exports.release import FORMATS, export_conversations, push_release
+from viscon_dagster.core.exports.split import DEFAULT_TEST_FRACTION
 from viscon_dagster.core.exports.versions import DEFAULT_KEEP, new_version_id, publish, version_path, write_manifest
 from viscon_dagster.core.files.atomic import is_local, local_path
 from viscon_dagster.core.files.parquet import read_parquet
@@ -25,7 +28,7 @@ from viscon_dagster.resources.storage import StorageResource
 class ReleaseConfig(dg.Config):
     formats: list[str] = list(FORMATS)
     mixes: list[str] | None = None       # default: every mix the conversations hold
-    test_fraction: float = 0.05          # share of pages (by url hash) in the test split
+    test_fraction: float = DEFAULT_TEST_FRACTION  # share of pages (by url hash) in the test split
     split_seed: int = 0
     pretty_name: str = "VisCon (reproduction)"
     push_to: str | None = None           # hf://datasets/org/name, or any fsspec URL
@@ -34,34 +37,20 @@ class ReleaseConfig(dg.Config):
     keep_versions: int = DEFAULT_KEEP    # complete versions kept, the current one included (older ones deleted)
 
 
-IMAGES = dg.AssetKey("images")
-
-
 def _location(path) -> str:
     """A local path as a path, an object-store path as its URL."""
     return local_path(path) if is_local(path) else str(path)
 
 
-def _folder(key: dg.AssetKey) -> str:
-    return "/".join(key.path)
+def release_asset(spec: ChainSpec):
+    """The chain's release; its captions, Q&A, images and rejects are read (not depended on) for the preview."""
+    conversations, unique_qa = spec.key("conversations"), spec.key("unique_qa_pairs")
+    preview_sources = {name: spec.sibling(name) for name in ("conversations", "unique_qa_pairs", "captions",
+                                                              "qa_pairs", "images")}
+    preview_sources["rejects"] = spec.sibling("filtered_docs_rejects")
 
-
-def release_asset(name: str, conversations: dg.AssetKey, unique_qa: dg.AssetKey, group: str, *,
-                  captions: dg.AssetKey | None = None, qa_pairs: dg.AssetKey | None = None,
-                  images: dg.AssetKey = IMAGES, rejects: str = "filtered_docs_rejects",
-                  automation_condition: dg.AutomationCondition | None = None):
-    """The release; `captions`, `qa_pairs`, `images` and `rejects` are read (not depended on) for its preview.
-
-    `captions` and `qa_pairs` default to the siblings of `conversations` (same key prefix).
-    """
-    prefix = conversations.path[:-1]
-    preview_sources = {"conversations": _folder(conversations), "unique_qa_pairs": _folder(unique_qa),
-                       "captions": _folder(captions or dg.AssetKey([*prefix, "captions"])),
-                       "qa_pairs": _folder(qa_pairs or dg.AssetKey([*prefix, "qa_pairs"])),
-                       "images": _folder(images), "rejects": rejects}
-
-    @dg.asset(name=name, deps=[conversations, unique_qa], group_name=group, kinds={"parquet", "json"},
-              automation_condition=automation_condition,
+    @dg.asset(name=spec.release_name, deps=[conversations, unique_qa], group_name=spec.group,
+              kinds={"parquet", "json"}, automation_condition=release_condition(),
               code_version=code_version("release", settings=config_defaults(ReleaseConfig, "push_to", "keep_versions")),
               description="LLaVA JSON + images, Idefics chat parquet with embedded images, HF parquet shards "
                           "with a dataset card; train/test split by page url; preview.html, a gallery of a "

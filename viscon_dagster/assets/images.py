@@ -1,22 +1,19 @@
 """`images`: fetch, vet, normalise and de-duplicate every image of a shard's documents (stage 3)."""
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import dagster as dg
 import pyarrow as pa
 
 from viscon_dagster.assets.metadata import as_metadata, table_metadata
 from viscon_dagster.assets.per_shard import ShardOutput, config_defaults, materialize_shards, read_input
+from viscon_dagster.assets.spec import ChainSpec
 from viscon_dagster.checks.image_checks import check_images, check_success_rate, image_check_specs
 from viscon_dagster.core.images import ImageRequest
 from viscon_dagster.core.images.url_counts import load_url_doc_counts, save_url_doc_counts
 from viscon_dagster.core.versions import code_version
 from viscon_dagster.resources.image_fetcher import ImageFetcherResource
 from viscon_dagster.resources.storage import StorageResource
-
-if TYPE_CHECKING:
-    from viscon_dagster.assets.chain import ChainSpec
 
 
 class ImagesConfig(dg.Config):
