@@ -230,6 +230,8 @@ def test_the_rejection_rule():
                                                                       "(length 9000) is longer than the maximum model "
                                                                       "length of 8192.") == "context_too_long"
     assert status_kind(400, None, "Invalid image") == "bad_request"
+    assert status_kind(400, 400, "This model's maximum context length is 2048 tokens.") == "context_too_long"  # vLLM
+    assert status_kind(400, 400, "Invalid image") == "bad_request"
 
     tally = FailureTally(100, systemic_after_n_bad_requests=3)
     for r in (resp(), resp(error="image too large"), resp(), resp()):  # another message starts a new run

@@ -68,9 +68,10 @@ def is_fatal(response: Response) -> bool:
     return response.status == "error" and response.error_kind in FATAL_KINDS
 
 
-def is_context_length(text: str | None) -> bool:
-    """Whether a rejection's code or message says the prompt does not fit the model's context."""
-    return bool(text) and _CONTEXT_LENGTH.search(text) is not None
+def is_context_length(text: str | int | None) -> bool:
+    """Whether a rejection's code or message says the prompt does not fit the model's context (vLLM's
+    error code is the status, an int)."""
+    return text is not None and _CONTEXT_LENGTH.search(str(text)) is not None
 
 
 def normalised_message(text: str | None) -> str:
@@ -79,7 +80,7 @@ def normalised_message(text: str | None) -> str:
     return " ".join(_WITH_DIGIT.sub("#", text or "").split()).casefold()
 
 
-def status_kind(status: int | None, code: str | None = None, message: str | None = None) -> str:
+def status_kind(status: int | None, code: str | int | None = None, message: str | None = None) -> str:
     """The error kind of an HTTP error status, the API's error code and message (chat endpoint and batch
     items; None: a batch item or batch that failed without an HTTP status)."""
     if status in (400, 413, 422) and (is_context_length(code) or is_context_length(message)):
