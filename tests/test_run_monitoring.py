@@ -6,6 +6,8 @@ dead worker. What each kind of run gets:
   the worker die and fails the run at once;
 - a run executed in the launching process (`dagster asset materialize`, `viscon demo`): nobody is left
   to report it; run monitoring fails it once it passes `max_runtime_seconds`.
+Either way the `gpu` pool slot the dead run held is given back `free_slots_after_run_end_seconds` after its end.
+(The project's own runs are failed sooner, by their run lease: tests/operations/test_killed_runs.py.)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from viscon_dagster.cli import default_instance_yaml
 
@@ -55,12 +58,24 @@ def engine_messages(home: Path, run_id: str) -> list[str]:
         return [e.message for e in instance.all_logs(run_id)]
 
 
+def gpu_slot_holders(home: Path) -> set[str]:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        return {s.run_id for s in instance.event_log_storage.get_concurrency_info("gpu").claimed_slots}
+
+
+def slot_given_back(home: Path, run_id: str) -> None:
+    wait_for(f"the gpu slot of run {run_id} to be free", lambda: run_id not in gpu_slot_holders(home))
+    assert gpu_slot_holders(home) == set()
+
+
+@pytest.mark.slow
 def test_killed_runs_are_marked_failed(tmp_path):
     home, pid_dir = tmp_path / "home", tmp_path / "pids"
     home.mkdir()
     pid_dir.mkdir()
     # the written config with intervals short enough for a test
-    (home / "dagster.yaml").write_text(default_instance_yaml(poll_interval_seconds=1, max_runtime_seconds=20))
+    (home / "dagster.yaml").write_text(default_instance_yaml(poll_interval_seconds=1, max_runtime_seconds=20,
+                                                             free_slots_after_s=1))
     env = {**os.environ, "DAGSTER_HOME": str(home), "VISCON_TEST_PID_DIR": str(pid_dir)}
     dg.DagsterInstance.from_config(str(home)).dispose()  # create the SQLite storage before two processes race to
     daemon_log = (tmp_path / "daemon.log").open("w")  # kept by pytest's tmp_path for a look after a failure
@@ -71,10 +86,13 @@ def test_killed_runs_are_marked_failed(tmp_path):
         subprocess.run([BIN / "dagster", "job", "launch", "-f", DEFS, "-j", "waits",
                         "--tags", '{"dagster/max_runtime": "3600"}'],  # failed for the kill, not the runtime
                        env=env, cwd=tmp_path, check=True, capture_output=True, timeout=WAIT_S)
-        os.kill(new_pid(pid_dir, set()), signal.SIGKILL)
+        pid = new_pid(pid_dir, set())
+        assert len(gpu_slot_holders(home)) == 1  # the step holds the pool's only slot
+        os.kill(pid, signal.SIGKILL)
         launched = finished_run(home, "waits")
         assert launched.status == dg.DagsterRunStatus.FAILURE
         assert any("was terminated by signal 9 (SIGKILL)" in m for m in engine_messages(home, launched.run_id))
+        slot_given_back(home, launched.run_id)
 
         # in the launching process
         seen = {int(p.stem) for p in pid_dir.glob("*.pid")}
@@ -87,6 +105,7 @@ def test_killed_runs_are_marked_failed(tmp_path):
         assert in_process.status == dg.DagsterRunStatus.FAILURE
         messages = engine_messages(home, in_process.run_id)
         assert "Canceling due to exceeding maximum runtime of 20 seconds." in messages
+        slot_given_back(home, in_process.run_id)
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         daemon.wait(timeout=60)
