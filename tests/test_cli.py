@@ -120,6 +120,7 @@ def test_the_instance_config_is_written_once_with_run_monitoring(tmp_path, capsy
         assert instance.run_monitoring_poll_interval_seconds == 30
         assert instance.run_monitoring_max_resume_run_attempts == 0
         assert instance.run_monitoring_max_runtime_seconds == 2 * 24 * 3600
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 60  # ended runs' pool slots
         assert not instance.run_retries_enabled
         concurrency = instance.get_concurrency_config()
         assert concurrency.pool_config.default_pool_limit == 1  # the gpu pool: one GPU by default

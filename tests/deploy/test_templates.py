@@ -56,7 +56,8 @@ def helm_instance(values: dict, kubeconfig: Path) -> dict:
                          "config": {"bucket": s3_logs["bucket"], "prefix": s3_logs["prefix"],
                                     "region": s3_logs["region"]}},
         "run_monitoring": {"enabled": True, "start_timeout_seconds": daemon["runMonitoring"]["startTimeoutSeconds"],
-                           "poll_interval_seconds": daemon["runMonitoring"]["pollIntervalSeconds"]},
+                           "poll_interval_seconds": daemon["runMonitoring"]["pollIntervalSeconds"],
+                           "free_slots_after_run_end_seconds": daemon["runMonitoring"]["freeSlotsAfterRunEndSeconds"]},
         "run_retries": {"enabled": daemon["runRetries"]["enabled"], "max_retries": daemon["runRetries"]["maxRetries"],
                         "retry_on_asset_or_op_failure": daemon["runRetries"]["retryOnAssetOrOpFailure"]},
         "telemetry": {"enabled": values["telemetry"]["enabled"]},
@@ -95,6 +96,7 @@ def test_the_k8s_run_launcher_builds_from_the_helm_values(k8s_instance):
     assert launcher.env_secrets == ["viscon-secrets"] and launcher.job_namespace == "viscon"
     assert k8s_instance.run_retries_max_retries == 2 and k8s_instance.run_monitoring_enabled
     assert k8s_instance.get_concurrency_config().pool_config.default_pool_limit == 16
+    assert k8s_instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 300  # pool slots come back
 
 
 def test_a_gpu_step_pod_asks_for_a_gpu_on_gpu_nodes(k8s_instance):
@@ -150,6 +152,7 @@ def test_the_ecs_run_launcher_builds_from_the_template_and_gpu_runs_get_a_gpu(tm
         assert isinstance(launcher, EcsRunLauncher)
         assert launcher.task_definition.endswith(":task-definition/viscon-cpu-run:1")  # looked up on ECS
         assert launcher.container_name == "run"
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 300  # pool slots come back
         # what launch_run adds to RunTask for a run (dagster_aws.ecs.launcher: its tag handling)
         gpu_run = dg.DagsterRun(job_name="__ASSET_JOB", tags=gpu.gpu_run_tags())
         assert launcher._get_container_overrides(gpu_run) == {"resourceRequirements": [{"type": "GPU", "value": "1"}]}
@@ -159,6 +162,15 @@ def test_the_ecs_run_launcher_builds_from_the_template_and_gpu_runs_get_a_gpu(tm
         cpu_run = dg.DagsterRun(job_name="__ASSET_JOB")
         assert launcher._get_container_overrides(cpu_run) == {}
         assert launcher._get_run_task_kwargs_from_run(cpu_run) == {}
+
+
+def test_the_production_instance_gives_back_the_pool_slots_of_ended_runs(tmp_path):
+    config = load("dagster.yaml")
+    del config["storage"]  # Postgres: tested on a real server in tests/postgres
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 300
 
 
 def test_templates_and_code_agree_on_gpu_names():
