@@ -146,18 +146,17 @@ class RunLease:
         self.instance.add_run_tags(self.run_id, worker_tags(self.pid, self.machine, time.time() + self.ttl_s))
 
     def sweep(self) -> list[tuple[str, str]]:
-        failed = fail_dead_runs(self.instance, skip=frozenset({self.run_id}))
-        for run_id, why in failed:
-            log.warning("marked run %s failed, its process is dead (%s); its pool slots are free again", run_id,
-                        why)
-        return failed
+        """Fail the other dead runs of the instance (this one's slot may be what they hold)."""
+        return fail_dead_runs(self.instance, skip=frozenset({self.run_id}))
 
     def _loop(self) -> None:
         wait = self.ttl_s / 3
         while not self._stop.wait(wait):
             try:
                 self.renew()
-                self.sweep()
+                for run_id, why in self.sweep():
+                    log.warning("marked run %s failed, its process is dead (%s); its pool slots are free again",
+                                run_id, why)
                 wait = self.ttl_s / 3
             except Exception as e:  # the instance unreachable for a moment: try again soon, the expiry is ahead
                 log.warning("could not renew the lease on run %s: %s", self.run_id, e)
