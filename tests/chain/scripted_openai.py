@@ -8,7 +8,8 @@ Every request is counted (`server.requests`), for pay-once checks. Like a real s
 a wrong key (`api_key`: 401) or a model it does not serve (`models`: 404), it can reject requests as
 invalid (`reject`: 400 with that message, as a server does for a model that takes no images; to every
 request, or to the first `rejects`), and it can die after `die_after` answers: it stops listening (new
-connections are refused) and drops requests on open ones.
+connections are refused) and drops requests on open ones. `answer` replaces the script (a function of the
+request body returning (content, refusal), as `answer_for`).
 `start(port)` brings a server back on the port of one that died.
 """
 
@@ -71,7 +72,8 @@ def answer_for(body: dict) -> tuple[str | None, str | None]:
 class ScriptedOpenAI:
     def __init__(self, latency_s: float = 0.0, capacity: int = 1000, api_key: str | None = None,
                  models: set[str] | None = None, die_after: int | None = None, reject: str | None = None,
-                 rejects: int | None = None):
+                 rejects: int | None = None, answer=None):
+        self.answer = answer or answer_for
         self.requests, self.answered, self.latency_s = 0, 0, latency_s
         self.api_key, self.models, self.die_after = api_key, models, die_after
         self.reject, self.rejects, self.rejected = reject, rejects, 0
@@ -103,7 +105,7 @@ class ScriptedOpenAI:
             request.transport.close()
             await asyncio.sleep(0.05)
             raise ConnectionResetError("the server died")
-        content, refusal = answer_for(body)
+        content, refusal = self.answer(body)
         self.answered += 1
         if self._dead():
             asyncio.get_running_loop().create_task(self._site.stop())  # stop listening: connections refused

@@ -91,6 +91,12 @@ def _ask(context: dg.AssetExecutionContext, model: ModelBackend, requests: list,
     return responses, metadata
 
 
+def _text_fixes(table: pa.Table) -> dict[str, int]:
+    """Rows whose model text cleaning repaired, and rows that held characters lost before it (core/chain/text.py)."""
+    fixes = status_counts(table, "text_fix")
+    return {"text_repaired": fixes.get("repaired", 0), "text_unrepairable": fixes.get("unrepairable", 0)}
+
+
 def _caption_asset(spec: ChainSpec, labels: Mapping[str, str], name: str, contextual: bool, description: str):
     key = spec.key(name)
     prompt_version = (CAPTION if contextual else NONCONTEXTUAL).version
@@ -124,7 +130,7 @@ def _caption_asset(spec: ChainSpec, labels: Mapping[str, str], name: str, contex
             return ShardOutput(table, {
                 **table_metadata(table, ["doc_id", "position", "status", "caption"]),
                 "caption_model": model.model_id,
-                "prompt_version": prompt_version,
+                "prompt_version": prompt_version, **_text_fixes(table),
                 **as_metadata({"status_counts": status_counts(table)}), **model_metadata,
             }, [check_captions(table.to_pandas(), config.min_chars, config.max_chars, key)])
 
@@ -160,6 +166,7 @@ def _qa_asset(spec: ChainSpec, labels: Mapping[str, str]):
             return ShardOutput(table, {
                 **table_metadata(table, ["kind", "question", "answer", "valid", "reason"]),
                 "qa_model": model.model_id, "prompt_version": QA.version, "valid_items": valid.num_rows,
+                **_text_fixes(table),
                 **as_metadata({
                     "invalid_by_reason": status_counts(table.filter(pa.compute.invert(table["valid"])), "reason"),
                     "leakage": leakage_summary(valid["leakage"].to_pylist())}),

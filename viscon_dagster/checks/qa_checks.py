@@ -7,6 +7,7 @@ import pandas as pd
 
 from viscon_dagster.checks.gx_runner import run_suite
 from viscon_dagster.core.chain.qa import MCQ_LETTERS, QA_REASONS
+from viscon_dagster.core.chain.text import TEXT_FIXES, UNCLEAN_REGEX
 
 QA_CHECK = "qa_pairs_suite"
 
@@ -14,7 +15,9 @@ QA_CHECK = "qa_pairs_suite"
 def qa_check_spec(asset_key) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(QA_CHECK, asset=asset_key, blocking=True,
                              description="valid items have a question and an answer; MCQs have 4 distinct "
-                                         "options and their answer among them; invalid items carry a known reason")
+                                         "options and their answer among them; invalid items carry a known reason; "
+                                         "no question, answer or option holds a control character (but newline "
+                                         "and tab) or U+FFFD")
 
 
 def qa_expectations():
@@ -27,6 +30,9 @@ def qa_expectations():
             E.ExpectColumnValuesToBeInSet(column="mcq_letter", value_set=list(MCQ_LETTERS)),
             E.ExpectColumnValuesToBeInSet(column="mcq_distinct_options", value_set=[4]),
             E.ExpectColumnValuesToBeInSet(column="mcq_answer_among_options", value_set=[True]),
+            # cleaned text only (core/chain/text.py): an item that still holds these fails the partition
+            E.ExpectColumnValuesToNotMatchRegex(column="item_text", regex=UNCLEAN_REGEX),
+            E.ExpectColumnValuesToBeInSet(column="text_fix", value_set=list(TEXT_FIXES)),
         ]
     return build
 
@@ -35,8 +41,12 @@ def check_qa(df: pd.DataFrame, asset_key) -> dg.AssetCheckResult:
     valid = df["valid"].astype(bool)
     mcq = valid & (df["kind"] == "mcq")
     options = df["options"].apply(lambda o: [] if o is None else list(o))
+    texts = zip(df["question"], df["answer"], options)
     frame = pd.DataFrame({
         "kind": df["kind"],
+        # every text of every item, valid or not, joined (a newline is allowed, so it cannot hide anything)
+        "item_text": ["\n".join(t for t in (q, a, *o) if isinstance(t, str)) or None for q, a, o in texts],
+        "text_fix": df["text_fix"] if "text_fix" in df else None,
         "invalid_reason": df["reason"].where(~valid),
         "valid_question": df["question"].where(valid),
         "valid_answer_text": df["answer_text"].where(valid),

@@ -4,7 +4,8 @@ One caption per kept image (`ok` in the images table). The request carries the r
 context (stage 4) and the image from our storage; the non-contextual control carries the image
 only. Every answer becomes a row with a status: `ok`, or why there is no usable caption
 (`refused`, `unparsable`, `error` from the backend; `empty`, `too_short`, `copies_alt_text` from
-our judgement), with the model, prompt version and request fingerprint as lineage.
+our judgement), with the model, prompt version and request fingerprint as lineage. The answer is cleaned
+(text.py) before it is judged; `text_fix` says whether cleaning repaired it or found characters already lost.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pyarrow as pa
 
 from viscon_dagster.core.chain.page_context import RenderedContext, render_context
 from viscon_dagster.core.chain.prompts import CAPTION, NONCONTEXTUAL, caption_prompt
+from viscon_dagster.core.chain.text import clean_model_text
 from viscon_dagster.core.models.request import ImageRef, Request, Response, SamplingParams
 
 CAPTIONS_SCHEMA = pa.schema([
@@ -27,6 +29,7 @@ CAPTIONS_SCHEMA = pa.schema([
     ("caption_model", pa.string()), ("backend", pa.string()), ("prompt_version", pa.string()),
     ("fingerprint", pa.string()), ("from_journal", pa.bool_()),
     ("prompt_tokens", pa.int32()), ("completion_tokens", pa.int32()), ("latency_s", pa.float32()),
+    ("text_fix", pa.string()),  # null, "repaired" or "unrepairable" (core/chain/text.py)
 ])
 CAPTION_STATUSES = ("ok", "refused", "unparsable", "error", "empty", "too_short", "too_long", "copies_alt_text")
 
@@ -73,11 +76,13 @@ def _normalise(text: str) -> str:
     return re.sub(r"\W+", " ", text.casefold()).strip()
 
 
-def judge_caption(response: Response, alt_text: str | None, min_chars: int, max_chars: int) -> tuple[str, str | None]:
-    """(status, error) of one answer; `ok` only for a caption worth building Q&A on."""
+def judge_caption(response: Response, alt_text: str | None, min_chars: int, max_chars: int,
+                  text: str | None = None) -> tuple[str, str | None]:
+    """(status, error) of one answer (`text`: its cleaned text, default the answer's own); `ok` only for a
+    caption worth building Q&A on."""
     if not response.ok:
         return response.status, response.error or response.error_kind
-    text = (response.text or "").strip()
+    text = ((response.text if text is None else text) or "").strip()
     if not text:
         return "empty", "the model returned no text"
     if len(text) < min_chars:
@@ -93,18 +98,19 @@ def caption_rows(jobs: list[CaptionJob], responses: list[Response], contextual: 
                  min_chars: int = 20, max_chars: int = 4000) -> list[dict]:
     rows = []
     for job, r in zip(jobs, responses, strict=True):
-        status, error = judge_caption(r, job.alt_text, min_chars, max_chars)
+        cleaned = clean_model_text(r.text) if r.ok and r.text else None
+        status, error = judge_caption(r, job.alt_text, min_chars, max_chars, cleaned.text if cleaned else None)
         rows.append({
             "shard": job.shard, "doc_id": job.doc_id, "doc_url": job.doc_url, "position": job.position,
             "image_url": job.image_url, "image_sha256": job.image_sha256, "image_path": job.image_path,
             "alt_text": job.alt_text,
             "context_tokens": job.context.tokens if job.context else None,
             "context_trimmed": job.context.trimmed if job.context else None,
-            "caption": (r.text or "").strip() if status == "ok" else None,
+            "caption": cleaned.text.strip() if status == "ok" else None,
             "status": status, "error": error, "caption_model": r.model, "backend": r.backend,
             "prompt_version": (CAPTION if contextual else NONCONTEXTUAL).version,
             "fingerprint": r.fingerprint, "from_journal": r.cached,
             "prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens,
-            "latency_s": r.latency_s,
+            "latency_s": r.latency_s, "text_fix": cleaned.fix if cleaned else None,
         })
     return rows

@@ -2,7 +2,8 @@
 
 Every item the model returned becomes a `QAItem`, valid or with the reason it is not — invalid
 items are recorded, never silently dropped. A response that is not the expected JSON object at all
-yields one item of kind `response` with the reason.
+yields one item of kind `response` with the reason. Every text of an item is cleaned (text.py) before it is
+validated; `text_fix` says whether cleaning repaired the item's text or found characters already lost.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pyarrow as pa
 
 from viscon_dagster.core.chain.leakage import leakage_score
 from viscon_dagster.core.chain.prompts import QA, qa_json_schema, qa_prompt
+from viscon_dagster.core.chain.text import TextCleaner
 from viscon_dagster.core.models.request import Request, Response, SamplingParams
 
 MCQ_LETTERS = ("A", "B", "C", "D")  # the options of a multiple-choice question, in order
@@ -30,6 +32,7 @@ class QAItem:
     answer: str                # free-form answer, or the MCQ letter
     options: list[str] | None
     reason: str | None = None  # None when valid
+    text_fix: str | None = None  # what cleaning did to its text: None, "repaired" or "unrepairable"
 
     @property
     def valid(self) -> bool:
@@ -43,24 +46,22 @@ class QAItem:
         return self.answer
 
 
-def _text(value: Any) -> str:
-    return value.strip() if isinstance(value, str) else ""
-
-
 def _free_form(i: int, item: Any) -> QAItem:
     if not isinstance(item, dict):
         return QAItem("free_form", i, "", "", None, "malformed_item")
-    q, a = _text(item.get("question")), _text(item.get("answer"))
+    text = TextCleaner()
+    q, a = text(item.get("question")), text(item.get("answer"))
     reason = "empty_question" if not q else "empty_answer" if not a else None
-    return QAItem("free_form", i, q, a, None, reason)
+    return QAItem("free_form", i, q, a, None, reason, text.fix)
 
 
 def _mcq(i: int, item: Any) -> QAItem:
+    text = TextCleaner()
     if not isinstance(item, dict) or not isinstance(item.get("options"), list):
-        return QAItem("mcq", i, _text(item.get("question")) if isinstance(item, dict) else "", "", None,
-                      "malformed_item")
-    q, letter = _text(item.get("question")), _text(item.get("answer")).upper().rstrip(".")
-    options = [_text(o) for o in item["options"]]
+        return QAItem("mcq", i, text(item.get("question")) if isinstance(item, dict) else "", "", None,
+                      "malformed_item", text.fix)
+    q, letter = text(item.get("question")), text(item.get("answer")).upper().rstrip(".")
+    options = [text(o) for o in item["options"]]
     if not q:
         reason = "empty_question"
     elif len(options) != 4:
@@ -73,7 +74,7 @@ def _mcq(i: int, item: Any) -> QAItem:
         reason = "bad_answer_letter"
     else:
         reason = None
-    return QAItem("mcq", i, q, letter, options, reason)
+    return QAItem("mcq", i, q, letter, options, reason, text.fix)
 
 
 def validate_qa(payload: Any) -> list[QAItem]:
@@ -91,6 +92,7 @@ QA_SCHEMA = pa.schema([
     ("answer_text", pa.string()), ("valid", pa.bool_()), ("reason", pa.string()), ("leakage", pa.float32()),
     ("qa_model", pa.string()), ("prompt_version", pa.string()), ("caption_fingerprint", pa.string()),
     ("fingerprint", pa.string()), ("from_journal", pa.bool_()),
+    ("text_fix", pa.string()),  # null, "repaired" or "unrepairable" (core/chain/text.py)
 ])
 
 
@@ -115,5 +117,5 @@ def qa_rows(caption: dict, response: Response) -> list[dict]:
         "leakage": leakage_score(it.answer_text, caption["caption"]) if it.valid else None,
         "qa_model": response.model, "prompt_version": QA.version,
         "caption_fingerprint": caption["fingerprint"], "fingerprint": response.fingerprint,
-        "from_journal": response.cached,
+        "from_journal": response.cached, "text_fix": it.text_fix,
     } for it in items]
