@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from viscon_dagster.core.ablation.mixes import ABLATION_MIXES
 from viscon_dagster.core.captioner.recipes import RECIPES
 from viscon_dagster.core.shards.registry import DEFAULT_SET, SHARD_SETS, Registration, register_source
 from viscon_dagster.resources.storage import StorageResource
@@ -16,6 +17,8 @@ SHARD_PARTITIONS = {"100k": obelics_shards, "1m": obelics_shards_1m}
 assert {k: v.name for k, v in SHARD_PARTITIONS.items()} == SHARD_SETS
 # One partition per named training recipe (recipes live in code: core/captioner/recipes.py).
 captioner_recipes = dg.StaticPartitionsDefinition(list(RECIPES))
+# One partition per mix the ablation trains a target model on, and `none` (the base model untouched).
+ablation_mixes = dg.StaticPartitionsDefinition(list(ABLATION_MIXES))
 
 
 def register_shards(storage: StorageResource, source: str, shard_set: str = DEFAULT_SET) -> Registration:

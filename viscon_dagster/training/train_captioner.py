@@ -1,4 +1,6 @@
-"""Train the contextual captioner: one process, launched through Dagster Pipes or by hand.
+"""Train the contextual captioner, or an ablation target on one mix: one process, launched through Dagster Pipes or
+by hand. The recipe's task picks the rows and the loss: `captioning` (prompt/completion rows, loss on the caption)
+or `conversation` (LLaVA/Idefics conversations as `messages` rows, loss on every assistant turn).
 
     python -m viscon_dagster.training.train_captioner --spec spec.json
     accelerate launch -m viscon_dagster.training.train_captioner --spec spec.json   # several GPUs
@@ -9,7 +11,7 @@ the content hash of the merged weights). The spec:
 
     recipe        a Recipe as a dict (core/captioner/recipes.py)
     base_model    a checkpoint folder (or a hub id where the hub can be reached)
-    train_file    the training rows (core/captioner/training_data.py)
+    train_file    the training rows (core/captioner/training_data.py; conversations: core/ablation/training_rows.py)
     work_dir      checkpoints go to <work_dir>/checkpoints, the finished model to <work_dir>/model
 
 A killed run resumes from the last Trainer checkpoint in <work_dir>/checkpoints on the next start.
@@ -26,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from viscon_dagster.core.captioner.recipes import Recipe
+from viscon_dagster.core.captioner.recipes import CONVERSATION, Recipe
 from viscon_dagster.core.captioner.weights import weights_sha
 
 
@@ -75,6 +77,8 @@ def sft_config(recipe: Recipe, output_dir: str, use_cpu: bool, **overrides):
         logging_steps=1, report_to="none", disable_tqdm=True, use_cpu=use_cpu,
         dataloader_num_workers=0,
     )
+    if recipe.task == CONVERSATION:  # `messages` rows: the loss on the assistant turns (the template's markers)
+        kwargs.update(completion_only_loss=None, assistant_only_loss=True)
     kwargs.update(overrides)
     return SFTConfig(**kwargs)
 
@@ -130,6 +134,11 @@ def train(spec: dict, pipes) -> dict:
     checkpoints = work / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     processor = load_processor(spec["base_model"], recipe)
+    served_template = processor.chat_template
+    if recipe.task == CONVERSATION and recipe.training_chat_template:
+        from viscon_dagster.training.chat_templates import training_template
+
+        processor.chat_template = training_template(recipe.training_chat_template)
     dtype = torch.bfloat16 if recipe.bf16 else torch.float32
     model = AutoModelForImageTextToText.from_pretrained(spec["base_model"], dtype=dtype)
     dataset = load_training_file(spec["train_file"])
@@ -151,6 +160,11 @@ def train(spec: dict, pipes) -> dict:
         "loss_history": history, "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
     }
+    if recipe.task == CONVERSATION:  # the ablation states what its budget cost
+        gpus = trainer.args.world_size if torch.cuda.is_available() else 0
+        summary.update(device=torch.cuda.get_device_name(0) if gpus else "cpu", gpus=gpus,
+                       gpu_hours=round(wall * gpus / 3600, 4))
+    processor.chat_template = served_template  # the checkpoint is served with its own template
     if trainer.accelerator.is_main_process:
         save_model_dir(trainer, processor, work / "model")
         summary["weights_sha256"] = weights_sha(work / "model")
