@@ -5,8 +5,9 @@ demo`'s in-process steps) has nobody left to report its death: it would stay STA
 and its run-queue slot, and every later GPU step would wait forever ("Step blocked by limit for pool gpu").
 
 So the process that executes a run's plan holds a lease on the run, kept as two run tags:
-`viscon/worker` (`<pid>@<machine id>`, core/files/lease.machine_id) and `viscon/worker_expires` (UTC,
-renewed every third of `VISCON_RUN_LEASE_TTL_S`, default 600 s). A STARTED run whose lease is
+`viscon/worker` (`<pid>@<machine id> run <run id[:8]>`, core/files/lease.machine_id; the run id because a retry
+starts with its parent's tags) and `viscon/worker_expires` (UTC, renewed every third of `VISCON_RUN_LEASE_TTL_S`,
+default 600 s). A STARTED run whose lease is
 takeable — expired, or naming a process of this machine that is gone — is dead: `fail_dead_runs` reports
 its failure with the reason and frees its concurrency slots at once. It runs
 - in every run, as it starts and at each renewal (`with_run_lease` wraps the code location's executor): the
@@ -50,8 +51,9 @@ def lease_ttl_s() -> int:
     return int(value)
 
 
-def worker_tags(pid: int, machine: str | None, expires_at: float) -> dict[str, str]:
-    return {WORKER_TAG: f"{pid}@{machine or ''}", EXPIRES_TAG: time.strftime(_TIME, time.gmtime(expires_at))}
+def worker_tags(run_id: str, pid: int, machine: str | None, expires_at: float) -> dict[str, str]:
+    return {WORKER_TAG: f"{pid}@{machine or ''} run {run_id[:8]}",
+            EXPIRES_TAG: time.strftime(_TIME, time.gmtime(expires_at))}
 
 
 def worker_lease(run: dg.DagsterRun) -> LeaseRecord | None:
@@ -59,7 +61,10 @@ def worker_lease(run: dg.DagsterRun) -> LeaseRecord | None:
     worker, expires = run.tags.get(WORKER_TAG), run.tags.get(EXPIRES_TAG)
     if not worker or not expires:
         return None
-    pid, _, machine = worker.partition("@")
+    holder, _, of_run = worker.partition(" run ")
+    if of_run != run.run_id[:8]:  # a retry's copy of its parent's tags, until its own process starts
+        return None
+    pid, _, machine = holder.partition("@")
     try:
         expires_at = calendar.timegm(time.strptime(expires, _TIME))
         return LeaseRecord(owner=f"run {run.run_id}", token="", machine=machine or None, pid=int(pid),
@@ -143,7 +148,8 @@ class RunLease:
         self._thread: threading.Thread | None = None
 
     def renew(self) -> None:
-        self.instance.add_run_tags(self.run_id, worker_tags(self.pid, self.machine, time.time() + self.ttl_s))
+        self.instance.add_run_tags(self.run_id,
+                                   worker_tags(self.run_id, self.pid, self.machine, time.time() + self.ttl_s))
 
     def sweep(self) -> list[tuple[str, str]]:
         """Fail the other dead runs of the instance (this one's slot may be what they hold)."""

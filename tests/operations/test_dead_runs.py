@@ -33,8 +33,12 @@ def dead_pid() -> int:
     return child.pid
 
 
-def started(instance, tags=None, status=dg.DagsterRunStatus.STARTED) -> str:
-    return create_run_for_test(instance, job_name="shard_chain", status=status, tags=tags or {}).run_id
+def started(instance, worker: tuple | None = None, status=dg.DagsterRunStatus.STARTED, tags=None) -> str:
+    """A run of `status` whose process (pid, machine, lease expiry) is `worker`."""
+    run_id = create_run_for_test(instance, job_name="shard_chain", status=status, tags=tags or {}).run_id
+    if worker:
+        instance.add_run_tags(run_id, worker_tags(run_id, *worker))
+    return run_id
 
 
 def failure_messages(instance, run_id: str) -> list[str]:
@@ -54,12 +58,14 @@ def instance(tmp_path):
 
 def test_a_dead_run_is_failed_with_its_reason_and_its_pool_slot_freed(instance):
     now, here = time.time(), machine_id()
-    killed = started(instance, worker_tags(dead_pid(), here, now + 600))
-    alive = started(instance, worker_tags(os.getpid(), here, now + 600))
-    lapsed = started(instance, worker_tags(1, ELSEWHERE, now - 5))
-    elsewhere = started(instance, worker_tags(1, ELSEWHERE, now + 600))
+    killed = started(instance, (dead_pid(), here, now + 600))
+    alive = started(instance, (os.getpid(), here, now + 600))
+    lapsed = started(instance, (1, ELSEWHERE, now - 5))
+    elsewhere = started(instance, (1, ELSEWHERE, now + 600))
     untagged = started(instance)  # not run by our executor: left to run monitoring
-    finished = started(instance, worker_tags(dead_pid(), here, now - 5), status=dg.DagsterRunStatus.SUCCESS)
+    finished = started(instance, (dead_pid(), here, now - 5), status=dg.DagsterRunStatus.SUCCESS)
+    # a retry starts with its parent's tags: they do not describe its own process
+    retry = started(instance, tags=instance.get_run_by_id(killed).tags)
     assert instance.event_log_storage.claim_concurrency_slot("gpu", killed, "captions").is_claimed
     assert not instance.event_log_storage.claim_concurrency_slot("gpu", alive, "qa_pairs").is_claimed  # blocked
 
@@ -72,7 +78,8 @@ def test_a_dead_run_is_failed_with_its_reason_and_its_pool_slot_freed(instance):
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
         (message,) = failure_messages(instance, run_id)
         assert f"the process running this run is dead ({failed[run_id]})" in message
-    for run_id, status in [(alive, "STARTED"), (elsewhere, "STARTED"), (untagged, "STARTED"), (finished, "SUCCESS")]:
+    for run_id, status in [(alive, "STARTED"), (elsewhere, "STARTED"), (untagged, "STARTED"), (retry, "STARTED"),
+                           (finished, "SUCCESS")]:
         assert instance.get_run_by_id(run_id).status.value == status
     assert killed not in claimed(instance)  # freed at once, no daemon needed
     assert instance.event_log_storage.claim_concurrency_slot("gpu", alive, "qa_pairs").is_claimed
@@ -85,7 +92,7 @@ def test_a_running_process_holds_and_renews_its_run_lease(instance):
     lease.start()
     try:
         first = instance.get_run_by_id(run_id).tags
-        assert first[WORKER_TAG] == f"{os.getpid()}@{machine_id()}"
+        assert first[WORKER_TAG] == f"{os.getpid()}@{machine_id()} run {run_id[:8]}"
         time.sleep(2.5)  # past a renewal (every ttl/3) but within the first expiry
         assert instance.get_run_by_id(run_id).tags[EXPIRES_TAG] > first[EXPIRES_TAG]
         assert fail_dead_runs(instance) == []  # its own process is alive
@@ -112,13 +119,13 @@ def test_a_journal_lease_follows_the_status_of_its_holders_run(instance, tmp_pat
     _plant(folder, started(instance, status=dg.DagsterRunStatus.CANCELED), expires_in=600)
     take().release()
     # one still running elsewhere keeps it
-    working = started(instance, worker_tags(1, ELSEWHERE, time.time() + 600))
+    working = started(instance, (1, ELSEWHERE, time.time() + 600))
     _plant(folder, working, expires_in=600)
     with pytest.raises(LeaseHeld, match=f"by run {working}"):
         take()
     store_for(folder / "lease.json").delete(store_for(folder / "lease.json").read()[1])
     # a dead holder's lease taken over: its run, still STARTED but dead, is failed by the step that took it
-    dead = started(instance, worker_tags(dead_pid(), machine_id(), time.time() + 600))
+    dead = started(instance, (dead_pid(), machine_id(), time.time() + 600))
     _plant(folder, dead, expires_in=-1)
     take().release()
     assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE
