@@ -7,7 +7,8 @@ import yaml
 from PIL import Image
 
 from tests.exports.conftest import MAX_SHARD_BYTES, TEST_FRACTION
-from viscon_dagster.core.chain.conversations import LINEAGE_COLUMNS, MIXES
+from viscon_dagster.core.chain.conversations import MIXES
+from viscon_dagster.core.exports.columns import RELEASE_LINEAGE
 from viscon_dagster.core.exports.parquet import estimate_row_bytes
 from viscon_dagster.core.exports.split import split_for
 
@@ -54,7 +55,7 @@ def test_hf_export_loads_with_datasets_per_split(exported, tmp_path):
             first = ds[0]
             assert first["image"].size == (96, 72)  # decoded to PIL through the embedded feature type
             assert first["conversations"][0]["value"].startswith("<image>\n")
-            assert set(LINEAGE_COLUMNS) <= set(ds.column_names)
+            assert set(RELEASE_LINEAGE) <= set(ds.column_names) and "image_sha256" not in ds.column_names
 
 
 def test_hf_folder_loads_by_config_through_its_card(exported, tmp_path):

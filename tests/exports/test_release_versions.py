@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pyarrow as pa
 import pytest
 from dagster_aws.s3 import S3Resource
 from upath import UPath
@@ -242,9 +243,11 @@ def test_only_a_complete_version_is_pushed_to_the_hub(tmp_path):
         assert f"Release version `{version}`" in hub.commits[0]["files"]["README.md"].decode()
         assert first["pushed_to"].value == target["push_to"]
 
-        # a release that fails half-way (a shard's conversations file is not parquet): nothing is pushed
+        # a release that fails half-way (a shard's conversations file holds pages and mixes, so the split is
+        # planned, but not the records, so the export stops at that shard): nothing is pushed
         before = tree(root / NAME)
-        (root / "conversations" / f"{SHARDS[1]}.parquet").write_bytes(b"not parquet")
+        broken = pa.table({"doc_url": ["https://example.org/page/broken"], "mix": ["leaky"]})
+        write_parquet(broken, UPath(root / "conversations" / f"{SHARDS[1]}.parquet"))
         failed = materialize(storage, list(SHARDS), target, hub=hub_resource)
         assert not failed.success
         assert len(hub.commits) == 1

@@ -8,6 +8,7 @@ that complete version.
 """
 
 import dagster as dg
+import pyarrow.parquet as pq
 
 from viscon_dagster.assets.metadata import as_metadata
 from viscon_dagster.assets.per_shard import config_defaults
@@ -19,7 +20,6 @@ from viscon_dagster.core.exports.release import FORMATS, export_conversations, p
 from viscon_dagster.core.exports.split import DEFAULT_TEST_FRACTION
 from viscon_dagster.core.exports.versions import DEFAULT_KEEP, new_version_id, publish, version_path, write_manifest
 from viscon_dagster.core.files.atomic import is_local, local_path
-from viscon_dagster.core.files.parquet import read_parquet
 from viscon_dagster.core.versions import code_version
 from viscon_dagster.resources.hub import HubResource
 from viscon_dagster.resources.storage import StorageResource
@@ -53,7 +53,8 @@ def release_asset(spec: ChainSpec):
               kinds={"parquet", "json"}, automation_condition=release_condition(),
               code_version=code_version("release", settings=config_defaults(ReleaseConfig, "push_to", "keep_versions")),
               description="LLaVA JSON + images, Idefics chat parquet with embedded images, HF parquet shards "
-                          "with a dataset card; train/test split by page url; preview.html, a gallery of a "
+                          "with a dataset card, a README per format with its trainer's invocation; train/test split "
+                          "by page url (both splits in every config); preview.html, a gallery of a "
                           "seeded sample per mix with the stage counts. Written whole into a new version folder, "
                           "made current by the release's CURRENT file; optionally pushed to the Hub.")
     def _release(context: dg.AssetExecutionContext, config: ReleaseConfig, storage: StorageResource,
@@ -62,9 +63,10 @@ def release_asset(spec: ChainSpec):
         if not shards:
             raise dg.Failure(f"no materialized partition of {conversations.to_user_string()} to release")
 
-        def tables(key):
+        def tables(key, columns=None):
             for shard in shards:
-                yield read_parquet(storage.partition_path(key, shard))
+                with storage.partition_path(key, shard).open("rb") as f:
+                    yield pq.read_table(f, columns=columns)
 
         leakage = [v for t in tables(unique_qa) for v, kept in zip(t["leakage"].to_pylist(), t["kept"].to_pylist())
                    if kept and v is not None]
@@ -74,11 +76,11 @@ def release_asset(spec: ChainSpec):
         version = new_version_id(salt=context.run_id)
         out = version_path(release, version)
         context.log.info(f"writing release version {version}")
-        summary = export_conversations(tables(conversations), storage.root_path(), out,
+        summary = export_conversations(lambda columns=None: tables(conversations, columns), storage.root_path(), out,
                                        formats=config.formats, mixes=config.mixes,
                                        test_fraction=config.test_fraction, split_seed=config.split_seed,
                                        leakage=leakage_summary(leakage), pretty_name=config.pretty_name,
-                                       version=version)
+                                       version=version, release_name=spec.release_name)
         released = next(iter(summary.counts.values()), None)
         preview = write_preview(PreviewSources(storage.root_path(), **preview_sources), shards, out,
                                 title=config.pretty_name, per_mix=config.preview_per_mix, seed=config.preview_seed,

@@ -15,7 +15,7 @@ from typing import Any
 
 # Bump a stage's revision when its code changes what it writes (not for refactors).
 LOGIC = {"filtered_docs": 1, "images": 1, "captions": 2, "noncontextual_captions": 2, "qa_pairs": 2,
-         "unique_qa_pairs": 1, "conversations": 1, "release": 2,
+         "unique_qa_pairs": 1, "conversations": 1, "release": 3,
          "captioner_training_pairs": 1, "contextual_captioner": 1, "captioner_evaluation": 1}
 
 

@@ -10,6 +10,14 @@ from typing import Any
 
 import yaml
 
+from viscon_dagster.core.exports.usage import (
+    config_entries,
+    counts_table,
+    empty_splits_note,
+    mix_lines,
+    training_markdown,
+)
+
 VISCON_BIBTEX = """@inproceedings{kumar2025viscon,
   title     = {VisCon-100K: Leveraging Contextual Web Data for Fine-tuning Vision Language Models},
   author    = {Kumar, Gokul Karthik and Chaabane, Iheb and Wu, Kebin},
@@ -91,14 +99,8 @@ def _size_category(n: int) -> str:
 
 
 def front_matter(counts: dict[str, dict[str, int]], default_mix: str, pretty_name: str) -> dict[str, Any]:
-    configs = []
-    for mix in sorted(counts, key=lambda m: (m != default_mix, m)):
-        cfg: dict[str, Any] = {"config_name": mix}
-        if mix == default_mix:
-            cfg["default"] = True
-        cfg["data_files"] = [{"split": split, "path": f"data/{mix}/{split}-*.parquet"}
-                             for split in sorted(counts[mix], key=lambda s: (s != "train", s)) if counts[mix][split]]
-        configs.append(cfg)
+    """Every config the release has, each with its splits (usage.config_entries)."""
+    configs = config_entries(counts, default_mix, "data/")
     total = max((sum(c.values()) for c in counts.values()), default=0)
     return {"license": "cc-by-4.0", "language": ["en"], "pretty_name": pretty_name,
             "task_categories": ["image-text-to-text", "visual-question-answering"],
@@ -131,16 +133,21 @@ def _leakage_table(leakage: dict[str, Any] | None) -> str:
 def render_card(counts: dict[str, dict[str, int]], lineage: dict[str, list[str]],
                 leakage: dict[str, Any] | None = None, *, pretty_name: str = "VisCon (reproduction)",
                 default_mix: str = "leaky", notes: str = "", captioners: list[CaptionerLineage] | None = None,
-                version: str | None = None) -> str:
-    """counts: mix → split → records; lineage: column → distinct values (models, prompt versions);
-    version: the release version id."""
+                version: str | None = None, formats: list[str] | None = None, release_name: str | None = None,
+                split_moves: dict[str, int] | None = None) -> str:
+    """counts: mix → split → records (the configs the release has); lineage: column → distinct values (models,
+    prompt versions); version: the release version id; formats: the release's folders (for how to train on them);
+    split_moves: pages moved to a split so that every config holds both (core/exports/split.py)."""
     if default_mix not in counts and counts:
         default_mix = sorted(counts)[0]
-    splits = sorted({s for c in counts.values() for s in c}, key=lambda s: (s != "train", s))
     yaml_text = yaml.safe_dump(front_matter(counts, default_mix, pretty_name), sort_keys=False, allow_unicode=True)
-    count_rows = [[f"`{m}`" + (" (default)" if m == default_mix else ""), *[counts[m].get(s, 0) for s in splits],
-                   sum(counts[m].values())] for m in sorted(counts)]
+    training = training_markdown(sorted(counts), formats or ["hf"], default_mix=default_mix,
+                                 release_name=release_name, version=version)
     model_rows = [[k, _values(vals)] for k, vals in lineage.items()]
+    moved = {s.removeprefix("pages_moved_to_"): n for s, n in (split_moves or {}).items() if n}
+    split_note = (" So that every config holds both splits, " + " and ".join(
+        f"{n} page{'s' if n > 1 else ''} nearest the threshold moved to {s}" for s, n in moved.items())
+        + " (with all their records, in every config)." if moved else "")
     leak_text = _leakage_table(leakage)
     version_line = f"\nRelease version `{version}`.\n" if version else ""
     return f"""---
@@ -155,26 +162,28 @@ removed, and the results become LLaVA-style conversations in several *mixes* —
 
 ## Configs and splits
 
-{_table(["config (mix)", *splits, "total"], count_rows)}
+{empty_splits_note(counts)}
 
-The split is a seeded hash of the page URL: every image of one page is in the same split.
+{counts_table(counts, default_mix)}
 
-Mixes: `leaky` — the caption turn followed by the image's Q&A in one conversation (the paper's best mix);
-`captions` — caption only; `free_form` / `mcq` / `qa` — Q&A only; `separate` — caption and Q&A as two
-records; `noncontextual` — a control caption written without the page (only where one was made).
+The split is a seeded hash of the page URL: every image of one page is in the same split.{split_note}
+
+Configs (mixes) in this release:
+{mix_lines(sorted(counts), default_mix)}
 
 Columns: `id`, `mix`, `content` (what the turns hold), `image` (embedded JPEG), `conversations`
 (`[{{"from": "human"|"gpt", "value"}}]`, `<image>` once in the first human turn; MCQ options as `A. …`
 lines, answered with the letter), and lineage: `shard`, `doc_id`, `doc_url`, `image_url` (`local:<file name>`
-where the source was a local file), `image_sha256`, `caption_model`, `qa_model`, `caption_prompt_version`,
-`qa_prompt_version`. Models are named by label (a hub id, `<folder>@<digest>` for a local checkpoint,
-`contextual-captioner/<recipe>@<sha12>` for a trained captioner), never by a path.
+where the source was a local file), `source_sha256`, `shipped_sha256`, `caption_model`, `qa_model`,
+`caption_prompt_version`, `qa_prompt_version`. Models are named by label (a hub id, `<folder>@<digest>` for a local
+checkpoint, `contextual-captioner/<recipe>@<sha12>` for a trained captioner), never by a path.
 
-```python
-from datasets import load_dataset
-ds = load_dataset("<this repo or folder>", "{default_mix}", split="train")
-```
+Two hashes, two files: `source_sha256` is the SHA-256 of the bytes fetched from `image_url` (the image's identity
+through the pipeline, and the name of its file: `images/ab/<source_sha256>.jpg`); `shipped_sha256` is the SHA-256
+of the JPEG this release ships — the bytes embedded in `image` and the file under `llava/images/` — re-encoded
+from the source, so the two differ. Check integrity or deduplicate shipped files by `shipped_sha256`.
 
+{training}
 ## Models and prompt versions
 
 {_table(["field", "values"], model_rows)}

@@ -2,7 +2,9 @@
 
 Layout below `<out>/llava/` (the `image_folder` to give LLaVA's trainer):
     <mix>/<split>.json          [{"id", "image": "images/ab/ab….jpg", "conversations": [...], lineage…}, …]
+                                both splits of every mix the release has (`[]` for a split without records)
     images/ab/ab….jpg           the normalised JPEGs, at the relative paths the JSON names
+    README.md                   how to train on it (usage.py; written by the release)
 Lineage keys ride along in each record; LLaVA's loader reads only id/image/conversations.
 The JSON is streamed record by record, so a large mix never sits in memory as one list, to a temp file
 (or an upload) that `close()` publishes whole.
@@ -16,11 +18,12 @@ from typing import Any, TextIO
 
 from upath import UPath
 
-from viscon_dagster.core.chain.conversations import LINEAGE_COLUMNS
+from viscon_dagster.core.exports.columns import RELEASE_LINEAGE
+from viscon_dagster.core.exports.split import SPLITS
 from viscon_dagster.core.exports.storage_io import write_files
 from viscon_dagster.core.files.atomic import AtomicFile
 
-RECORD_KEYS = ("id", "image", "conversations", "mix", "content", *LINEAGE_COLUMNS)
+RECORD_KEYS = ("id", "image", "conversations", "mix", "content", *RELEASE_LINEAGE)
 
 
 class LlavaWriter:
@@ -51,6 +54,10 @@ class LlavaWriter:
             self.counts[key] += 1
 
     def close(self) -> dict[str, Any]:
+        for mix in {m for m, _ in self._files}:  # every mix declares both splits
+            for split in SPLITS:
+                self._file(mix, split)
+                self.counts[(mix, split)] += 0
         for f in self._files.values():
             f.file.write("\n]\n")
             f.commit()

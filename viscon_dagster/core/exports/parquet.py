@@ -8,7 +8,9 @@
   (HF `Image`), `conversations` (LLaVA turns), id, mix, content and the lineage columns.
 
 The HF feature types ride in the parquet schema metadata, so `datasets` decodes the images.
-Shards are written under temporary names and renamed once the shard count is known.
+Shards are written under temporary names and renamed once the shard count is known. Every mix the release has
+gets files for both splits: a split without records (split.py makes that rare) is one shard with the schema and no
+row group, which any parquet reader (and `datasets` globbing the folder) reads as no rows.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
-from viscon_dagster.core.chain.conversations import IMAGE_TOKEN, LINEAGE_COLUMNS
+from viscon_dagster.core.chain.conversations import IMAGE_TOKEN
+from viscon_dagster.core.exports.columns import RELEASE_LINEAGE
+from viscon_dagster.core.exports.split import SPLITS
 
 DEFAULT_MAX_SHARD_BYTES = 256 << 20
 ROLES = {"human": "user", "gpt": "assistant"}
@@ -38,7 +42,7 @@ def idefics_schema() -> pa.Schema:
         "id": text, "mix": text, "content": text,
         "images": List(Image()),
         "messages": List({"role": text, "content": List({"type": text, "text": text})}),
-        **{c: text for c in LINEAGE_COLUMNS},
+        **{c: text for c in RELEASE_LINEAGE},
     }).arrow_schema
 
 
@@ -50,7 +54,7 @@ def hf_schema() -> pa.Schema:
     return Features({
         "id": text, "mix": text, "content": text, "image": Image(),
         "conversations": List({"from": text, "value": text}),
-        **{c: text for c in LINEAGE_COLUMNS},
+        **{c: text for c in RELEASE_LINEAGE},
     }).arrow_schema
 
 
@@ -70,7 +74,7 @@ def to_messages(conversations: list[dict[str, str]]) -> list[dict[str, Any]]:
 
 
 def _common(r: dict[str, Any]) -> dict[str, Any]:
-    return {"id": r["id"], "mix": r["mix"], "content": r["content"], **{c: r[c] for c in LINEAGE_COLUMNS}}
+    return {"id": r["id"], "mix": r["mix"], "content": r["content"], **{c: r[c] for c in RELEASE_LINEAGE}}
 
 
 def idefics_row(r: dict[str, Any], image: bytes) -> dict[str, Any]:
@@ -136,6 +140,8 @@ class ShardedParquetWriter:
         self._flush(pending, size)
 
     def close(self) -> list[UPath]:
+        if not self._tmp:  # a split without records: the schema and no row group (`datasets` refuses a row
+            self._open()   # group of 0 rows: "BatchSize must be greater than 0")
         self._finish_file()
         total, final = len(self._tmp), []
         for i, tmp in enumerate(self._tmp):
@@ -171,6 +177,12 @@ class ParquetExport:
             self.counts[(mix, split)] += len(group)
 
     def close(self) -> dict[str, Any]:
+        for mix in {m for m, _ in self._writers}:  # every mix declares both splits
+            for split in SPLITS:
+                if (mix, split) not in self._writers:
+                    self._writers[(mix, split)] = ShardedParquetWriter(self.folder / mix, split, self.schema,
+                                                                       self.max_shard_bytes)
+                    self.counts[(mix, split)] += 0
         self.files = {key: w.close() for key, w in self._writers.items()}
         return {"shards": {f"{m}/{s}": len(files) for (m, s), files in self.files.items()}}
 

@@ -7,10 +7,14 @@ format, the card and the preview are complete (versions.py); readers go through 
     <out>/idefics/<mix>/<split>-0000N-of-0000M.parquet         chat messages, image embedded (parquet.py)
     <out>/hf/data/<mix>/<split>-0000N-of-0000M.parquet         HF dataset, one config per mix
     <out>/hf/README.md                                          its dataset card (card.py)
+    <out>/llava/README.md, <out>/idefics/README.md              how to train on each format (usage.py)
 
 One pass over the tables (one per shard, `CONVERSATIONS_SCHEMA`), in chunks: each chunk's images are
-read once from `root / image` and fed to every format. The split comes from the page URL
-(split.py). A record whose image is missing from storage is dropped and counted. Each
+read once from `root / image` and fed to every format. The split comes from the page URL, planned first over
+the pages and mixes of every table (split.py) so that each mix holds both splits where it can; every mix gets both
+split files in every format. Each record carries the source image's hash
+as `source_sha256` and the shipped JPEG's as `shipped_sha256` (columns.py). A record whose image is missing from
+storage is dropped and counted. Each
 format's folder is replaced on every run, so a rerun into the same folder never leaves stale shards behind.
 `push_dataset` publishes a folder (normally `<out>/hf`) to the HF Hub or any fsspec URL; `push_release` does so
 for a release version only once its manifest shows it complete.
@@ -23,7 +27,7 @@ import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +37,12 @@ from upath import UPath
 
 from viscon_dagster.core.captioner.published import EVALUATION_ASSET, checkpoint_dir, read_gate
 from viscon_dagster.core.exports.card import CaptionerLineage, render_card, shareable_url
+from viscon_dagster.core.exports.columns import release_lineage, shipped_sha256
 from viscon_dagster.core.exports.llava import LlavaWriter
 from viscon_dagster.core.exports.parquet import DEFAULT_MAX_SHARD_BYTES, hf_export, idefics_export
-from viscon_dagster.core.exports.split import DEFAULT_TEST_FRACTION, split_for
+from viscon_dagster.core.exports.split import DEFAULT_TEST_FRACTION, plan_splits
 from viscon_dagster.core.exports.storage_io import copy_tree, file_sizes, read_images, remove_tree
+from viscon_dagster.core.exports.usage import idefics_readme, llava_readme
 from viscon_dagster.core.exports.versions import require_complete, version_path
 from viscon_dagster.core.files.atomic import write_text_atomic
 
@@ -55,12 +61,13 @@ class ExportSummary:
     records_missing_image: int = 0
     missing_images: int = 0
     images: int = 0  # distinct images exported
+    split_moves: dict[str, int] = field(default_factory=dict)  # pages moved to a split so every mix has both
 
     def metadata(self) -> dict[str, Any]:
         """Flat, JSON-able values for Dagster metadata."""
         return {"out": self.out, "records_in": self.records_in, "records_missing_image": self.records_missing_image,
                 "missing_images": self.missing_images, "images": self.images, "counts": self.counts,
-                "bytes": self.bytes, "files": sum(len(v) for v in self.files.values())}
+                "bytes": self.bytes, "files": sum(len(v) for v in self.files.values()), **self.split_moves}
 
 
 def _nested(counts: Counter) -> dict[str, dict[str, int]]:
@@ -70,18 +77,33 @@ def _nested(counts: Counter) -> dict[str, dict[str, int]]:
     return out
 
 
-def export_conversations(tables: Iterable[pa.Table], root: UPath, out: UPath, *,
+# the conversation tables, or a function giving them anew (with only `columns` when it is given)
+Tables = Iterable[pa.Table] | Callable[[list[str] | None], Iterable[pa.Table]]
+
+
+def _reader(tables: Tables) -> Callable[[list[str] | None], Iterable[pa.Table]]:
+    """Tables that can be read twice (the split is planned over them first)."""
+    if callable(tables):
+        return tables
+    kept = tables if isinstance(tables, list | tuple) else list(tables)
+    return lambda columns=None: (t.select(columns) if columns else t for t in kept)
+
+
+def export_conversations(tables: Tables, root: UPath, out: UPath, *,
                          formats: Iterable[str] = FORMATS, mixes: Iterable[str] | None = None,
                          test_fraction: float = DEFAULT_TEST_FRACTION, split_seed: int = 0,
                          max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, chunk_rows: int = 256,
                          workers: int = 8, leakage: dict[str, Any] | None = None,
                          pretty_name: str = "VisCon (reproduction)", default_mix: str = "leaky",
-                         version: str | None = None) -> ExportSummary:
+                         version: str | None = None, release_name: str | None = None) -> ExportSummary:
     """Write the chosen formats for `tables` below `out`; images are read from `root / image`.
 
-    `mixes` limits the export to those mixes (default: every mix in the tables). `leakage` is the
-    precomputed Q&A leakage summary for the card (`export_card.leakage_by_kind` or
-    `core.chain.leakage.leakage_summary`). `version` (the release version id) is named on the card.
+    `tables` are read again after the split is planned over them: a function giving them anew (`columns` →
+    tables) reads only the columns the plan needs for it. `mixes` limits the export to those mixes (default: every
+    mix in the tables).
+    `leakage` is the precomputed Q&A leakage summary for the card (`export_card.leakage_by_kind` or
+    `core.chain.leakage.leakage_summary`). `version` (the release version id) and `release_name` (its folder's
+    name) are named on the card and in the formats' READMEs.
     """
     formats = list(dict.fromkeys(formats))
     if unknown := set(formats) - set(FORMATS):
@@ -92,21 +114,33 @@ def export_conversations(tables: Iterable[pa.Table], root: UPath, out: UPath, *,
     writers = {"llava": lambda: LlavaWriter(out, workers),
                "idefics": lambda: idefics_export(out, max_shard_bytes),
                "hf": lambda: hf_export(out, max_shard_bytes)}
+    read = _reader(tables)
+
+    def page_mixes():
+        for t in read(["doc_url", "mix"]):
+            yield [(u, m) for u, m in zip(t["doc_url"].to_pylist(), t["mix"].to_pylist())
+                   if wanted is None or m in wanted]
+
+    plan = plan_splits(page_mixes, test_fraction, split_seed)
     active = {f: writers[f]() for f in formats}
-    summary = ExportSummary(out=str(out))
+    summary = ExportSummary(out=str(out), split_moves=plan.metadata())
     lineage: dict[str, set[str]] = {c: set() for c in CARD_LINEAGE}
     exported_images: set[str] = set()
     missing_images: set[str] = set()
-    for table in tables:
+    shipped: dict[str, str] = {}  # image path → SHA-256 of the bytes shipped
+    for table in read(None):
         for batch in table.to_batches(max_chunksize=chunk_rows):
             rows = [r for r in batch.to_pylist() if wanted is None or r["mix"] in wanted]
             summary.records_in += len(rows)
             images, missing = read_images(root, (r["image"] for r in rows), workers)
             missing_images |= missing
-            ok = [r for r in rows if r["image"] in images]
+            for path, data in images.items():
+                if path not in shipped:
+                    shipped[path] = shipped_sha256(data)
+            ok = [release_lineage(r, shipped[r["image"]]) for r in rows if r["image"] in images]
             summary.records_missing_image += len(rows) - len(ok)
             for r in ok:
-                r["split"] = split_for(r["doc_url"], test_fraction, split_seed)
+                r["split"] = plan.split(r["doc_url"])
                 r["image_url"] = shareable_url(r.get("image_url"))
                 exported_images.add(r["image"])
                 for c in CARD_LINEAGE:
@@ -118,12 +152,16 @@ def export_conversations(tables: Iterable[pa.Table], root: UPath, out: UPath, *,
     for name, w in active.items():
         w.close()
         summary.counts[name] = _nested(w.counts)
+    about = {"pretty_name": pretty_name, "default_mix": default_mix, "release_name": release_name, "version": version}
+    if "llava" in active:
+        write_text_atomic(out / "llava" / "README.md", llava_readme(summary.counts["llava"], **about))
+    if "idefics" in active:
+        write_text_atomic(out / "idefics" / "README.md", idefics_readme(summary.counts["idefics"], **about))
     if "hf" in active:
         captioners = [c for c in map(lambda label: captioner_lineage(root, label), sorted(lineage["caption_model"]))
                       if c is not None]
         card = render_card(summary.counts["hf"], {c: sorted(v) for c, v in lineage.items()}, leakage,
-                           pretty_name=pretty_name, default_mix=default_mix, captioners=captioners,
-                           version=version)
+                           captioners=captioners, formats=list(active), split_moves=plan.metadata(), **about)
         write_text_atomic(out / "hf" / "README.md", card)
     for name in active:
         sizes = file_sizes(out / name)
