@@ -87,7 +87,7 @@ def test_blocking_checks_gpu_pools_jobs_sensors_resources():
     # switched on in the UI, but for the one that only cleans up (fails dead runs: viscon_dagster/dead_runs.py)
     assert {s.name for s in defs.sensors if s.default_status == dg.DefaultSensorStatus.RUNNING} == {"viscon_dead_runs"}
     assert set(defs.resources) == {"storage", "io_manager", "tokenizer", "shard_source", "image_fetcher",
-                                   "caption_model", "qa_model", "embedder", "hub", "captioner_model",
+                                   "caption_model", "qa_model", "judge_model", "embedder", "hub", "captioner_model",
                                    "pipes_subprocess_client"}
 
 

@@ -88,7 +88,8 @@ def model_labels(resources: dict) -> dict[str, str]:
 def build_definitions(storage_root: str | None = None, s3: S3Resource | None = None,
                       tokenizer: str | None = None, fetcher: ImageFetcherResource | None = None,
                       caption_model: ModelBackend | None = None, qa_model: ModelBackend | None = None,
-                      captioner_model: ModelBackend | None = None) -> dg.Definitions:
+                      captioner_model: ModelBackend | None = None,
+                      judge_model: ModelBackend | None = None) -> dg.Definitions:
     storage = StorageResource(root=storage_root, s3=s3 or s3_resource())
     resources = {
         "storage": storage,
@@ -97,6 +98,7 @@ def build_definitions(storage_root: str | None = None, s3: S3Resource | None = N
         "image_fetcher": fetcher or image_fetcher(),
         "caption_model": caption_model or model_backend("caption"),
         "qa_model": qa_model or model_backend("qa"),
+        "judge_model": judge_model or model_backend("judge"),  # the captioner evaluation's judge
         "embedder": EmbedderResource(),
         "hub": HubResource(token=env_secret("HF_TOKEN")),
         "shard_source": ShardSourceResource(),
@@ -107,7 +109,7 @@ def build_definitions(storage_root: str | None = None, s3: S3Resource | None = N
     built = chains({**model_labels(resources), "captioner_model": version_label(captioner)}, recipe)
     resources["captioner_model"] = captioner  # after model_labels: its label is read from storage at run time
     return dg.Definitions(
-        assets=[a for c in built for a in c.assets] + captioner_assets,
+        assets=[a for c in built for a in c.assets] + captioner_assets(resources["judge_model"].model_id),
         jobs=[j for c in built for j in c.jobs],
         sensors=[obelics_shard_sensor, *automation_sensors([c.spec.group for c in built]), viscon_dead_runs],
         resources=resources,

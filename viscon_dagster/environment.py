@@ -4,7 +4,8 @@ Every setting has an embedded default (local storage, tiny local models, the bun
 environment variable to change it; secrets are read as `dg.EnvVar` references, so their values never
 enter run config, logs or asset metadata.
 
-Model roles: `caption` (the teacher VLM) and `qa` (the text LLM). For each role ROLE:
+Model roles: `caption` (the teacher VLM), `qa` (the text LLM) and `judge` (the captioner evaluation's judge,
+a VLM by default: it compares two captions of an image). For each role ROLE:
     VISCON_ROLE_BACKEND   transformers (default) | openai | openai_batch | vllm
     VISCON_ROLE_MODEL     model id or path (default: the tiny local VLM / LM under .viscon/models)
     VISCON_ROLE_BASE_URL  for openai / openai_batch: an OpenAI-compatible server (`vllm serve`, …)
@@ -25,7 +26,8 @@ from viscon_dagster.paths import SettingError, models_dir, sample_dir
 from viscon_dagster.resources.image_fetcher import ImageFetcherResource
 from viscon_dagster.resources.models import BACKENDS, ModelBackend, TransformersLocalBackend
 
-TINY_MODELS = {"caption": "tiny-idefics3", "qa": "tiny-lm"}
+# the judge of the captioner's evaluation (core/captioner/judge.py) defaults to the tiny VLM, so it sees the image
+TINY_MODELS = {"caption": "tiny-idefics3", "qa": "tiny-lm", "judge": "tiny-idefics3"}
 def env_secret(name: str):
     """An EnvVar reference when the variable is set (its value never enters config or logs)."""
     return dg.EnvVar(name) if os.environ.get(name) else None

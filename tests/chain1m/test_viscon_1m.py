@@ -29,7 +29,8 @@ CHAIN_1M = [f"viscon_1m/{s}" for s in ("filtered_docs", "images", "captions", "q
 OP_CONFIG = {
     "captioner_training_pairs": {"test_fraction": 0.3},
     "contextual_captioner": {"max_steps": 12},
-    "captioner_evaluation": {"resamples": 200},
+    # the demo's gate (the tiny student learns the teacher's frame: demo/steps.DEMO_EVALUATION), no judge model here
+    "captioner_evaluation": {"resamples": 200, "gate_gains": ["bleu", "rouge_l"], "judge": False},
     "viscon_1m/captions": {"max_tokens": 24},
     "viscon_1m/qa_pairs": {"max_tokens": 400, "temperature": 1.0},
 }

@@ -120,11 +120,41 @@ def build_tiny_vlm(out_dir: str | Path, seed: int = 0) -> Path:
     return out
 
 
+TINY_CLIP = "tiny-clip"
+
+
+def build_tiny_clip(out_dir: str | Path, seed: int = 0) -> Path:
+    """A tiny CLIP (1-layer text and vision towers, 16-dim projections) for the evaluation's CLIPScore plumbing.
+    Its tokenizer wraps each text in bos … eos, where CLIP's text tower pools."""
+    import torch
+    from tokenizers import processors
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    out = Path(out_dir)
+    tok = save_pretrained_tokenizer(out, vocab_size=VOCAB_SIZE)
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{tok.bos_token} $A {tok.eos_token}",
+        special_tokens=[(tok.bos_token, tok.bos_token_id), (tok.eos_token, tok.eos_token_id)])
+    tok.save_pretrained(out)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16)
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(out)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(out)
+    return out
+
+
 def build_tiny_models(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
-    """Build the tiny models under `out_dir`: the teacher VLM, the LM and the captioner recipes' student (another
-    seed than the teacher's); returns {"vlm": path, "lm": path, "student": path}."""
+    """Build the tiny models under `out_dir`: the teacher VLM, the LM, the captioner recipes' student (another
+    seed than the teacher's) and the evaluation's CLIP; returns {"vlm": …, "lm": …, "student": …, "clip": …}."""
     out = Path(out_dir)
     paths = {"vlm": build_tiny_vlm(out / "tiny-idefics3", seed), "lm": build_tiny_lm(out / "tiny-lm", seed),
-             "student": build_tiny_vlm(out / TINY_STUDENT, seed + TINY_STUDENT_SEED)}
+             "student": build_tiny_vlm(out / TINY_STUDENT, seed + TINY_STUDENT_SEED),
+             "clip": build_tiny_clip(out / TINY_CLIP, seed)}
     (out / "tiny_models.json").write_text(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
     return paths

@@ -84,9 +84,12 @@ def usable_captioner(store, recipe: str) -> PublishedCaptioner:
         raise CaptionerNotReady(
             f"{published.label} has not been evaluated{evaluated}: materialize {EVALUATION_ASSET}[{recipe}] first")
     if not gate.passed:
+        failed = [f"{r['name']}: {r['detail']}" for r in gate.metrics.get("rules", []) if not r.get("passed")]
         scores = {k: gate.metrics[k] for k in sorted(gate.metrics) if "bleu" in k or "rouge" in k} or "no scores"
+        why = f"failed rules: {'; '.join(failed)}; scores: {scores}" if failed else \
+            f"it does not beat the untuned base: {scores}"
         raise CaptionerNotReady(
-            f"{published.label} failed its evaluation gate (it does not beat the untuned base: {scores}); the "
+            f"{published.label} failed its evaluation gate ({why}); the "
             f"VisCon-1M captions are not made with it. Train a better checkpoint (another recipe or more teacher "
             f"captions) and evaluate it")
     return published

@@ -76,8 +76,14 @@ class Statistic:
 
 
 def interval(stat: Statistic, idx: np.ndarray) -> Interval:
+    """The point value and the percentile interval of the resamples where the statistic is defined (a ratio
+    with nothing in its denominator is not); NaN throughout when it is defined nowhere."""
     samples = stat.resampled(idx)
-    return Interval.of(stat.point(), samples[~np.isnan(samples)] if np.isnan(samples).any() else samples)
+    samples = samples[~np.isnan(samples)]
+    point = stat.point()
+    if samples.size == 0 or np.isnan(point):
+        return Interval(float("nan"), float("nan"), float("nan"))
+    return Interval.of(point, samples)
 
 
 def paired(a: Statistic, b: Statistic, idx: np.ndarray, better: str | None) -> Paired:

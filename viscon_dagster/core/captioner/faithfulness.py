@@ -79,10 +79,12 @@ def _number_key(token: str) -> str | None:
 
 def _names(sentence: str) -> list[str]:
     # a quotation or the words after a colon open like a sentence ("Review: the Polaris desk lamp")
-    return [n for part in _OPENING.split(_PLACEHOLDER.sub(" ", sentence)) for n in _names_in(part)]
+    # a comma ends a run ("In Lisbon, Kenji Watanabe …") without opening a sentence
+    return [n for part in _OPENING.split(_PLACEHOLDER.sub(" ", sentence))
+            for k, clause in enumerate(part.split(",")) for n in _names_in(clause, at_start=k == 0)]
 
 
-def _names_in(sentence: str) -> list[str]:
+def _names_in(sentence: str, at_start: bool = True) -> list[str]:
     words = _WORD.findall(sentence)
     spans, run = [], []
     for pos, w in enumerate(words + [""]):
@@ -90,7 +92,7 @@ def _names_in(sentence: str) -> list[str]:
             run.append((pos, w))
             continue
         if run:
-            if run[0][0] == 0:  # opens the sentence: strip function words, a lone word says nothing
+            if at_start and run[0][0] == 0:  # opens the sentence: strip function words, a lone word says nothing
                 while run and run[0][1].lower() in OPENERS:
                     run.pop(0)
                 if len(run) < 2 and (not run or run[0][0] == 0):

@@ -88,16 +88,17 @@ def battles(contexts: list[str], tuned: list[str], other: list[str], images: lis
     return out
 
 
-def _winner(r: Response) -> str | None:
-    if not r.ok or not isinstance(r.parsed, dict):
+def _winner(r: Response | None) -> str | None:
+    if r is None or not r.ok or not isinstance(r.parsed, dict):
         return None
     w = r.parsed.get("winner")
     return w if w in ("A", "B", "tie") else None
 
 
-def outcome(tuned_first: Response | None, other_first: Response | None) -> tuple[str, list[str]]:
-    """The item's outcome for the tuned captioner and the tuned side's verdict in each order."""
-    if tuned_first is None and other_first is None:
+def outcome(b: Battle, tuned_first: Response | None, other_first: Response | None) -> tuple[str, list[str]]:
+    """The item's outcome for the tuned captioner and the tuned side's verdict in each order (a missing answer
+    is a failed verdict)."""
+    if b.tuned_first is None:
         return "tie", ["same", "same"]
     w1, w2 = _winner(tuned_first), _winner(other_first)
     side = [{"A": "win", "B": "loss", "tie": "tie", None: "failed"}[w1],
@@ -130,11 +131,11 @@ def win_rate(opponent: str, fights: list[Battle], answers: dict[int, tuple[Respo
     outcomes, reasons, firsts = [], [], []
     for b in fights:
         r1, r2 = answers.get(b.item, (None, None))
-        o, _ = outcome(r1, r2)
+        o, _ = outcome(b, r1, r2)
         outcomes.append(o)
         reasons.append([(r.parsed or {}).get("reason", "") if r is not None and isinstance(r.parsed, dict) else ""
                         for r in (r1, r2)])
-        firsts += [w == "A" for w in (_winner(r1) if r1 else None, _winner(r2) if r2 else None) if w in ("A", "B")]
+        firsts += [w == "A" for w in (_winner(r1), _winner(r2)) if w in ("A", "B")]
     counts = {k: c for k, c in Counter(outcomes).items()}
     counts = {k: counts.get(k, 0) for k in OUTCOMES}
     judged = np.array([SCORE.get(o, np.nan) for o in outcomes])
