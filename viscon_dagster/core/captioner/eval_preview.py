@@ -65,7 +65,7 @@ def score_table_html(card: Scorecard) -> str:
         cells = []
         for s in systems:
             i = card.score(m.key, s)
-            cells.append("<td class=n>–</td>" if i is None else
+            cells.append("<td class=n>–</td>" if i is None or math.isnan(i.value) else
                          f"<td class=n>{_num(i.value, share)} [{_num(i.low, share)}, {_num(i.high, share)}]</td>")
         for a, b in (("tuned", "base"), ("tuned", TEACHER)):
             p = card.pair(m.key, a, b)
