@@ -104,6 +104,15 @@ def test_every_config_and_split_of_the_demo_release_loads(demo, release, process
     pages = {c: {r["doc_url"] for s in SPLITS for r in json.loads((version / "llava" / c / f"{s}.json").read_text())}
              for c in hf}
     assert all(hf[c]["train"] and hf[c]["test"] or len(pages[c]) == 1 for c in hf), (hf, pages)
+    # the manifest names the pages moved across the hash split (so every config has both); each is there in every
+    # config, and no page is in both splits
+    in_split = {s: {r["doc_url"] for f in (version / "llava").glob(f"*/{s}.json") for r in json.loads(f.read_text())}
+                for s in SPLITS}
+    assert not in_split["train"] & in_split["test"]
+    moved = json.loads((version / "release.json").read_text())["split"]["moved"]
+    meta = demo["metadata"][release]
+    assert len(moved) == meta["pages_moved_to_test"].value + meta["pages_moved_to_train"].value
+    assert all(url in in_split[split] for url, split in moved.items())
     loadable = {c: {s: n for s, n in hf[c].items() if n} for c in hf}
     for folder in ("hf", "idefics"):
         assert counts_in_table(version / folder / "README.md") == hf

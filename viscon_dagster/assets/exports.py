@@ -85,8 +85,10 @@ def release_asset(spec: ChainSpec):
         preview = write_preview(PreviewSources(storage.root_path(), **preview_sources), shards, out,
                                 title=config.pretty_name, per_mix=config.preview_per_mix, seed=config.preview_seed,
                                 mixes=config.mixes, released=released, version=version)
+        # the split: the page-URL hash with these settings, but for the pages moved so every config has both
+        split = {"test_fraction": config.test_fraction, "seed": config.split_seed, "moved": summary.moved_pages}
         write_manifest(out, version, formats=list(summary.counts), counts=summary.counts, shards=len(shards),
-                       records_in=summary.records_in, images=summary.images)
+                       split=split, records_in=summary.records_in, images=summary.images)
         published = publish(release, version, keep=config.keep_versions)
         if not published.became_current:
             context.log.warning(f"release version {version} is complete but not current: {published.current}, "

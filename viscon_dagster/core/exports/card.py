@@ -147,7 +147,7 @@ def render_card(counts: dict[str, dict[str, int]], lineage: dict[str, list[str]]
     moved = {s.removeprefix("pages_moved_to_"): n for s, n in (split_moves or {}).items() if n}
     split_note = (" So that every config holds both splits, " + " and ".join(
         f"{n} page{'s' if n > 1 else ''} nearest the threshold moved to {s}" for s, n in moved.items())
-        + " (with all their records, in every config)." if moved else "")
+        + " (each with all its records, in every config)." if moved else "")
     leak_text = _leakage_table(leakage)
     version_line = f"\nRelease version `{version}`.\n" if version else ""
     return f"""---

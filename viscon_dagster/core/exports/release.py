@@ -62,6 +62,7 @@ class ExportSummary:
     missing_images: int = 0
     images: int = 0  # distinct images exported
     split_moves: dict[str, int] = field(default_factory=dict)  # pages moved to a split so every mix has both
+    moved_pages: dict[str, str] = field(default_factory=dict)  # which: page url → split (split.py)
 
     def metadata(self) -> dict[str, Any]:
         """Flat, JSON-able values for Dagster metadata."""
@@ -123,7 +124,7 @@ def export_conversations(tables: Tables, root: UPath, out: UPath, *,
 
     plan = plan_splits(page_mixes, test_fraction, split_seed)
     active = {f: writers[f]() for f in formats}
-    summary = ExportSummary(out=str(out), split_moves=plan.metadata())
+    summary = ExportSummary(out=str(out), split_moves=plan.metadata(), moved_pages=dict(plan.moved))
     lineage: dict[str, set[str]] = {c: set() for c in CARD_LINEAGE}
     exported_images: set[str] = set()
     missing_images: set[str] = set()

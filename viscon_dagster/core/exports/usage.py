@@ -99,9 +99,10 @@ def llava_section(mixes: list[str], default_mix: str, release_name: str | None, 
         template += (f"\n- `--version plain` (LLaVA's pretraining template: image and answer, no instruction) "
                      f"fits only {' and '.join(f'`{m}`' for m in single)}, one caption turn per record; `v1` works for "
                      f"{'them' if len(single) > 1 else 'it'} too.")
-    return f"""The `image` of every record is relative to the `llava/` folder itself (`images/ab/<sha256>.jpg`): give
-LLaVA's trainer `$D/llava` as `--image_folder` — not `$D/llava/images`. One JSON file per config and split:
-`--data_path $D/llava/<config>/train.json`; `test.json` is for evaluation (LLaVA's trainer takes no evaluation file).
+    return f"""The `image` of every record is relative to the `llava/` folder itself
+(`images/ab/<source_sha256>.jpg`): give LLaVA's trainer `$D/llava` as `--image_folder` — not `$D/llava/images`.
+One JSON file per config and split: `--data_path $D/llava/<config>/train.json`; `test.json` is for evaluation
+(LLaVA's trainer takes no evaluation file).
 
 ```bash
 {_folder_lines(release_name, version)}
@@ -128,8 +129,8 @@ def trl_section(mixes: list[str], default_mix: str, release_name: str | None, ve
     folder = f".viscon/storage/{name}/versions/{version}" if version else "<the release version folder>"
     return f"""The `idefics/` folder holds `images` (the embedded JPEGs) and `messages` (`[{{"role": "user"|"assistant",
 "content": [{{"type": "image"}} | {{"type": "text", "text"}}]}}]`), the shape TRL's `SFTTrainer` and its
-`DataCollatorForVisionLanguageModeling` take with an Idefics3 / SmolVLM processor. Its README declares every config
-and both splits, so `load_dataset` reads it by config name:
+`DataCollatorForVisionLanguageModeling` take with an Idefics3 / SmolVLM processor. `idefics/README.md` declares
+every config and its splits, so `load_dataset` reads the folder by config name:
 
 ```python
 from datasets import load_dataset
