@@ -124,3 +124,9 @@ def test_an_unknown_executor_is_refused_naming_the_choices(monkeypatch):
     monkeypatch.setenv("VISCON_EXECUTOR", "threads")
     with pytest.raises(SettingError, match="use one of multiprocess, in_process, k8s"):
         executor_from_env()
+
+
+def test_the_default_executor_takes_in_process_and_multiprocess_run_config():
+    job = defs.resolve_job_def("shard_chain")
+    for execution in ({"in_process": {}}, {"multiprocess": {"max_concurrent": 2}}):  # the demo's, and the default
+        assert dg.validate_run_config(job, {"execution": {"config": execution}}), execution

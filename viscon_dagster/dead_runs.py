@@ -210,9 +210,10 @@ class _LeasedExecutor(dg.Executor):
 
 
 def with_run_lease(executor_def: dg.ExecutorDefinition | None) -> dg.ExecutorDefinition:
-    """`executor_def` (Dagster's default, multiprocess, when None) whose runs hold their run lease: same name,
-    config and requirements, so run config written for it still applies."""
-    inner = executor_def or dg.multiprocess_executor
+    """`executor_def` (Dagster's default when None: multiprocess, or in process where run config says
+    `execution: {config: {in_process: {}}}`) whose runs hold their run lease: same name, config and
+    requirements, so run config written for it still applies."""
+    inner = executor_def or dg.multi_or_in_process_executor
 
     def create(init_context) -> dg.Executor:
         return _LeasedExecutor(inner.executor_creation_fn(init_context))
