@@ -11,25 +11,32 @@ PER_SHARD = ["captions", "conversations", "filtered_docs", "images", "noncontext
              "unique_qa_pairs"]
 PER_SHARD_1M = [f"viscon_1m/{k}" for k in PER_SHARD]  # VisCon-1M: the same chain, prefixed, on its own shards
 CAPTIONER = ["captioner_evaluation", "captioner_training_pairs", "contextual_captioner"]
+# each chain's ablation (assets/ablation.py; its lineage: tests/ablation/test_ablation_definitions.py)
+ABLATION = ["ablation_report", "benchmark_items", "decontaminated_mixes", "mix_benchmark", "mix_finetune"]
+ABLATION_ALL = ABLATION + [f"viscon_1m/{k}" for k in ABLATION]
 
 
 def test_asset_graph_is_exactly_what_we_ship():
     graph = defs.resolve_asset_graph()
     assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == sorted(
-        PER_SHARD + ["viscon_100k_release"] + PER_SHARD_1M + ["viscon_1m_release"] + CAPTIONER)
+        PER_SHARD + ["viscon_100k_release"] + PER_SHARD_1M + ["viscon_1m_release"] + CAPTIONER + ABLATION_ALL)
     checks = sorted(f"{c.asset_key.to_user_string()}:{c.name}" for c in graph.asset_check_keys)
     chain_checks = ["captions:captions_suite", "conversations:conversations_suite",
                     "filtered_docs:filtered_docs_suite", "images:images_success_rate", "images:images_suite",
                     "noncontextual_captions:captions_suite", "qa_pairs:qa_pairs_suite"]
     assert checks == sorted(chain_checks + [f"viscon_1m/{c}" for c in chain_checks] + [
         "captioner_evaluation:gain_reaches_paper", "captioner_evaluation:tuned_beats_base",
-        "captioner_training_pairs:split_is_disjoint"])
+        "captioner_training_pairs:split_is_disjoint"] + [
+        f"{p}{c}" for p in ("", "viscon_1m/") for c in ("ablation_report:leaky_beats_base",
+                                                         "decontaminated_mixes:no_benchmark_item_in_training")])
     partitions = {k.to_user_string(): graph.get(k).partitions_def for k in graph.get_all_asset_keys()}
     assert {k: (type(p).__name__, getattr(p, "name", None)) if p else None for k, p in partitions.items()} == {
         **{k: ("DynamicPartitionsDefinition", "obelics_shards") for k in PER_SHARD}, "viscon_100k_release": None,
         **{k: ("DynamicPartitionsDefinition", "obelics_shards_1m") for k in PER_SHARD_1M}, "viscon_1m_release": None,
         "captioner_training_pairs": None, "contextual_captioner": ("StaticPartitionsDefinition", None),
-        "captioner_evaluation": ("StaticPartitionsDefinition", None)}
+        "captioner_evaluation": ("StaticPartitionsDefinition", None),
+        **{f"{p}{k}": ("StaticPartitionsDefinition", None) if k.startswith("mix_") else None
+           for p in ("", "viscon_1m/") for k in ABLATION}}
 
 
 def test_lineage_edges():
@@ -42,7 +49,8 @@ def test_lineage_edges():
         "unique_qa_pairs": ["qa_pairs"], "conversations": ["captions", "noncontextual_captions", "unique_qa_pairs"],
         "viscon_100k_release": ["conversations", "unique_qa_pairs"]}
     one_m = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
-             for k in graph.get_all_asset_keys() if k.path[0] in ("viscon_1m", "viscon_1m_release")}
+             for k in graph.get_all_asset_keys() if k.path[0] in ("viscon_1m", "viscon_1m_release")
+             and k.path[-1] not in ABLATION}
     captioner = ["captioner_evaluation", "contextual_captioner"]  # a new checkpoint marks the 1M captions stale
     assert one_m == {
         "viscon_1m/filtered_docs": [], "viscon_1m/images": ["viscon_1m/filtered_docs"],
@@ -64,9 +72,11 @@ def test_blocking_checks_gpu_pools_jobs_sensors_resources():
     blocking = {s.key.name: s.blocking for a in defs.assets for s in a.check_specs}
     assert blocking == {"filtered_docs_suite": True, "images_suite": True, "images_success_rate": False,
                         "captions_suite": True, "qa_pairs_suite": True, "conversations_suite": True,
-                        "split_is_disjoint": True, "tuned_beats_base": True, "gain_reaches_paper": False}
+                        "split_is_disjoint": True, "tuned_beats_base": True, "gain_reaches_paper": False,
+                        "no_benchmark_item_in_training": True, "leaky_beats_base": False}
     gpu = sorted(k.to_user_string() for a in defs.assets for k in a.keys if a.op.pool == "gpu")
     chain_gpu = ["captions", "noncontextual_captions", "qa_pairs"]
+    chain_gpu += ["mix_finetune", "mix_benchmark"]
     assert gpu == sorted(chain_gpu + [f"viscon_1m/{k}" for k in chain_gpu] + ["captioner_evaluation",
                                                                               "contextual_captioner"])
     for k in map(dg.AssetKey.from_user_string, gpu):
@@ -81,7 +91,8 @@ def test_blocking_checks_gpu_pools_jobs_sensors_resources():
     assert one_m_job.partitions_def.name == "obelics_shards_1m"
     assert {n.name for n in one_m_job.graph.node_defs} == {
         f"viscon_1m__{k}" for k in PER_SHARD if k != "noncontextual_captions"}
-    assert [j.name for j in defs.jobs] == ["shard_chain", "release", "viscon_1m_shard_chain", "viscon_1m_release_job"]
+    assert [j.name for j in defs.jobs] == ["shard_chain", "release", "viscon_1m_shard_chain", "viscon_1m_release_job",
+                                           "ablation_mixes", "viscon_1m_ablation_mixes"]
     assert [s.name for s in defs.sensors] == ["obelics_shard_sensor", "viscon_cpu_automation", "viscon_gpu_automation",
                                               "viscon_dead_runs"]
     # switched on in the UI, but for the one that only cleans up (fails dead runs: viscon_dagster/dead_runs.py)

@@ -11,6 +11,7 @@ import os
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
+from viscon_dagster.assets.ablation import ablation_assets
 from viscon_dagster.assets.captioner import captioner_assets
 from viscon_dagster.assets.chain import Chain, build_chain
 from viscon_dagster.assets.spec import ChainSpec
@@ -32,6 +33,7 @@ from viscon_dagster.resources.image_fetcher import ImageFetcherResource
 from viscon_dagster.resources.io_manager import ParquetIOManager
 from viscon_dagster.resources.local_models import model_label
 from viscon_dagster.resources.models import ModelBackend
+from viscon_dagster.resources.pipes import pipes_subprocess_client
 from viscon_dagster.resources.shard_source import ShardSourceResource
 from viscon_dagster.resources.storage import StorageResource
 from viscon_dagster.resources.tokenizer import TokenizerResource
@@ -102,15 +104,17 @@ def build_definitions(storage_root: str | None = None, s3: S3Resource | None = N
         "embedder": EmbedderResource(),
         "hub": HubResource(token=env_secret("HF_TOKEN")),
         "shard_source": ShardSourceResource(),
-        "pipes_subprocess_client": dg.PipesSubprocessClient(),  # the captioner's training process
+        "pipes_subprocess_client": pipes_subprocess_client(),  # the captioner's and the ablation's training
     }
     recipe = captioner_recipe()
     captioner = captioner_model or captioner_backend(storage, recipe)
     built = chains({**model_labels(resources), "captioner_model": version_label(captioner)}, recipe)
     resources["captioner_model"] = captioner  # after model_labels: its label is read from storage at run time
+    ablations = [ablation_assets(c.spec) for c in built]  # each chain's ablation: mixes → target model → benchmark
     return dg.Definitions(
-        assets=[a for c in built for a in c.assets] + captioner_assets(resources["judge_model"].model_id),
-        jobs=[j for c in built for j in c.jobs],
+        assets=[a for c in built for a in c.assets] + [a for x in ablations for a in x.assets]
+        + captioner_assets(resources["judge_model"].model_id),
+        jobs=[j for c in built for j in c.jobs] + [j for x in ablations for j in x.jobs],
         sensors=[obelics_shard_sensor, *automation_sensors([c.spec.group for c in built]), viscon_dead_runs],
         resources=resources,
         # VISCON_EXECUTOR=k8s: a pod per step (deploy/helm); a run's process holds a lease on it (dead_runs.py)

@@ -105,3 +105,16 @@ def test_mixes_scored_differently_are_refused():
         build_report(scores)
     with pytest.raises(ValueError, match="at least two"):
         build_report(_scores({"leaky": v}))
+
+
+def test_the_leaky_check_is_an_error_only_with_the_gate_on():
+    import dagster as dg
+
+    from viscon_dagster.checks.ablation_checks import check_leaky
+
+    failed = {"enabled": True, "leaky_beats_base": False, "recommended": False, "reason": "r"}
+    result = check_leaky(failed, dg.AssetKey("ablation_report"))
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
+    result = check_leaky({**failed, "enabled": False, "recommended": None}, dg.AssetKey("ablation_report"))
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    assert check_leaky({**failed, "leaky_beats_base": True}, dg.AssetKey("ablation_report")).passed

@@ -281,9 +281,9 @@ def build_chain(spec: ChainSpec, labels: Mapping[str, str] | None = None) -> Cha
         _conversations_asset(spec),
         release_asset(spec),
     ]
-    group = dg.AssetSelection.groups(spec.group)
+    own = dg.AssetSelection.assets(*(a.key for a in assets))  # not the group: the chain's ablation shares it
     release = dg.AssetSelection.assets(spec.release_key)
-    shard = group - release - dg.AssetSelection.assets(spec.key("noncontextual_captions"))
+    shard = own - release - dg.AssetSelection.assets(spec.key("noncontextual_captions"))
     jobs = [
         dg.define_asset_job(spec.name("shard_chain"), selection=shard, partitions_def=spec.partitions_def,
                             tags=gpu_run_tags(), description=f"Every per-shard asset of {spec.group}, for one shard "

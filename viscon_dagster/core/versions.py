@@ -17,6 +17,7 @@ from typing import Any
 LOGIC = {"filtered_docs": 1, "images": 1, "captions": 2, "noncontextual_captions": 2, "qa_pairs": 2,
          "unique_qa_pairs": 1, "conversations": 1, "release": 3,
          "captioner_training_pairs": 1, "contextual_captioner": 1, "captioner_evaluation": 1}
+LOGIC.update(benchmark_items=1, decontaminated_mixes=1, mix_finetune=1, mix_benchmark=1, ablation_report=1)
 
 
 def code_version(stage: str, *, prompt: str | None = None, models: Mapping[str, str] | None = None,

@@ -105,8 +105,12 @@ class BenchmarkIndex:
                  embeddings: np.ndarray | None = None, embedding_threshold: float | None = None):
         rows = items.select(["item_id", "image_sha256", "image_phash", "question_hash"]).to_pylist()
         self.ids = [r["item_id"] for r in rows]
-        self.by_sha = {r["image_sha256"]: r["item_id"] for r in rows}
-        self.by_question = {r["question_hash"]: r["item_id"] for r in rows} if match_questions else {}
+        self.by_sha: dict[str, str] = {}  # each image and question names the first item that has it
+        self.by_question: dict[str, str] = {}
+        for r in rows:
+            self.by_sha.setdefault(r["image_sha256"], r["item_id"])
+            if match_questions:
+                self.by_question.setdefault(r["question_hash"], r["item_id"])
         with_phash = [r for r in rows if r["image_phash"]]
         self.phashes = np.array([int(r["image_phash"], 16) for r in with_phash], dtype=np.uint64)
         self.phash_ids = [r["item_id"] for r in with_phash]

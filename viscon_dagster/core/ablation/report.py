@@ -165,11 +165,41 @@ def read_report(folder: UPath) -> dict[str, Any] | None:
         return None
 
 
-def card_section(report: dict[str, Any], markdown: str | None = None) -> str:
-    """The release card's ablation section: the verdict first (a gated release that failed says so at the top),
-    then the table."""
+def _measured_on(report: dict[str, Any]) -> str:
+    version = (report.get("release") or {}).get("version")
+    return f"release version `{version}`" if version else "the chain's conversations (no release was current)"
+
+
+def card_banner(report: dict[str, Any]) -> str:
+    """A notice under the card's title when the gate is on and leaky did not beat the base; empty otherwise."""
     gate = report["gate"]
-    head = "## Ablation: which mix trains the better model"
+    if not (gate["enabled"] and gate["recommended"] is False):
+        return ""
+    return (f"\n> **Not recommended**: in this project's ablation (measured on {_measured_on(report)}), "
+            f"{gate['reason']}. See *Ablation* below.\n")
+
+
+def card_section(report: dict[str, Any], markdown: str | None = None) -> str:
+    """The release card's ablation section: the verdict first (a gated release that failed says so), the table."""
+    gate = report["gate"]
+    head = (f"## Ablation: which mix trains the better model\n\nMeasured on {_measured_on(report)} by the "
+            "`ablation_report` asset (docs/ablation.md): the same target fine-tuned on each mix, scored on a held-out "
+            "benchmark.")
     if gate["enabled"] and gate["recommended"] is False:
         head += "\n\n> **Not recommended**: " + gate["reason"] + "."
-    return "\n\n".join([head, markdown or report_markdown(report)])
+    return "\n\n".join([head, markdown or report_markdown(report)]) + "\n"
+
+
+def preview_html(report: dict[str, Any]) -> str:
+    """The preview's ablation section: the verdict and the accuracy table (every value escaped)."""
+    from html import escape
+
+    gate = report["gate"]
+    verdict = {True: "recommended", False: "NOT RECOMMENDED", None: "no verdict"}[gate["recommended"]]
+    rows = "".join(f"<tr><td>{rank}</td><td>{escape(m)}</td><td>{a['accuracy']:.1%}</td>"
+                   f"<td>{a['ci_low']:.1%}–{a['ci_high']:.1%}</td></tr>"
+                   for rank, (m, a) in enumerate(((m, report["mixes"][m]) for m in report["ranking"]), 1))
+    return (f"<h2>ablation</h2><p>measured on {escape(_measured_on(report).replace('`', ''))}: "
+            f"<strong>{verdict}</strong> — {escape(gate['reason'])}; {report['items']} items, target "
+            f"{escape(report['recipe'])}</p><table><tr><th>rank</th><th>mix</th><th>accuracy</th><th>95% CI</th></tr>"
+            f"{rows}</table>")
