@@ -14,6 +14,7 @@ from viscon_dagster.assets.metadata import as_metadata
 from viscon_dagster.assets.per_shard import config_defaults
 from viscon_dagster.assets.spec import ChainSpec
 from viscon_dagster.automation import release_condition
+from viscon_dagster.core.ablation.report import card_banner, card_section, preview_html, read_report
 from viscon_dagster.core.chain.leakage import leakage_summary
 from viscon_dagster.core.exports.preview import DEFAULT_PER_MIX, PreviewSources, records_markdown, write_preview
 from viscon_dagster.core.exports.release import FORMATS, export_conversations, push_release
@@ -76,15 +77,19 @@ def release_asset(spec: ChainSpec):
         version = new_version_id(salt=context.run_id)
         out = version_path(release, version)
         context.log.info(f"writing release version {version}")
+        ablation = read_report(storage.path(spec.sibling("ablation_report")))  # the chain's last ablation, if any
         summary = export_conversations(lambda columns=None: tables(conversations, columns), storage.root_path(), out,
                                        formats=config.formats, mixes=config.mixes,
                                        test_fraction=config.test_fraction, split_seed=config.split_seed,
                                        leakage=leakage_summary(leakage), pretty_name=config.pretty_name,
-                                       version=version, release_name=spec.release_name)
+                                       version=version, release_name=spec.release_name,
+                                       card_notes=card_section(ablation) if ablation else "",
+                                       card_banner=card_banner(ablation) if ablation else "")
         released = next(iter(summary.counts.values()), None)
         preview = write_preview(PreviewSources(storage.root_path(), **preview_sources), shards, out,
                                 title=config.pretty_name, per_mix=config.preview_per_mix, seed=config.preview_seed,
-                                mixes=config.mixes, released=released, version=version)
+                                mixes=config.mixes, released=released, version=version,
+                                notes_html=preview_html(ablation) if ablation else "")
         # the split: the page-URL hash with these settings, but for the pages moved so every config has both
         split = {"test_fraction": config.test_fraction, "seed": config.split_seed, "moved": summary.moved_pages}
         write_manifest(out, version, formats=list(summary.counts), counts=summary.counts, shards=len(shards),
@@ -98,6 +103,8 @@ def release_asset(spec: ChainSpec):
                     **as_metadata(published.metadata()), **as_metadata(summary.metadata())}
         metadata.update(preview_html=dg.MetadataValue.path(preview.location),
                         preview=dg.MetadataValue.md(records_markdown(preview.records)), **preview.metadata())
+        if ablation:  # the card's verdict, where a sensor or a reader of the run can see it
+            metadata["ablation_recommended"] = str(ablation["gate"]["recommended"])
         if config.push_to and published.became_current:
             pushed = push_release(release, version, config.push_to,
                                   storage_options=storage.options_for(config.push_to),

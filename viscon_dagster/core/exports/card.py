@@ -134,10 +134,11 @@ def render_card(counts: dict[str, dict[str, int]], lineage: dict[str, list[str]]
                 leakage: dict[str, Any] | None = None, *, pretty_name: str = "VisCon (reproduction)",
                 default_mix: str = "leaky", notes: str = "", captioners: list[CaptionerLineage] | None = None,
                 version: str | None = None, formats: list[str] | None = None, release_name: str | None = None,
-                split_moves: dict[str, int] | None = None) -> str:
+                split_moves: dict[str, int] | None = None, banner: str = "") -> str:
     """counts: mix → split → records (the configs the release has); lineage: column → distinct values (models,
     prompt versions); version: the release version id; formats: the release's folders (for how to train on them);
-    split_moves: pages moved to a split so that every config holds both (core/exports/split.py)."""
+    split_moves: pages moved to a split so that every config holds both (core/exports/split.py); banner: a notice
+    under the title (the ablation's "not recommended"); notes: sections before the citation (the ablation's)."""
     if default_mix not in counts and counts:
         default_mix = sorted(counts)[0]
     yaml_text = yaml.safe_dump(front_matter(counts, default_mix, pretty_name), sort_keys=False, allow_unicode=True)
@@ -154,7 +155,7 @@ def render_card(counts: dict[str, dict[str, int]], lineage: dict[str, list[str]]
 {yaml_text}---
 
 # {pretty_name}
-{version_line}
+{version_line}{banner}
 Image conversations built from web pages the way VisCon-100K (arXiv 2502.10250) was: a vision-language
 model captions each image *with the text of the page around it* (an image-contextual caption), a
 language model turns each caption into free-form and multiple-choice Q&A, near-duplicate questions are

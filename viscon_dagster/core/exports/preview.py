@@ -308,8 +308,10 @@ def _card(r: PreviewRecord) -> str:
 
 
 def render_preview(records: list[PreviewRecord], counts: PreviewCounts, title: str,
-                   released: dict[str, dict[str, int]] | None = None, version: str | None = None) -> str:
-    """The whole page; `released` is the export's records per mix and split, `version` the release version."""
+                   released: dict[str, dict[str, int]] | None = None, version: str | None = None,
+                   notes_html: str = "") -> str:
+    """The whole page; `released` is the export's records per mix and split, `version` the release version,
+    `notes_html` a section after the counts (the ablation's; escaped by whoever renders it)."""
     sections = [_count_table("conversations (records per mix)", counts.records_per_mix, [])]
     if released:
         sections.append(_count_table("released (mix / split)", Counter(
@@ -326,7 +328,7 @@ def render_preview(records: list[PreviewRecord], counts: PreviewCounts, title: s
             f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{_e(title)} — preview</title>'
             f"<style>{STYLE}</style></head><body><h1>{_e(title)} — preview</h1>"
             + (f'<p class="version">release version <code>{_e(version)}</code></p>' if version else "") +
-            f'<h2>counts</h2><div class="counts">{"".join(sections)}</div>{gallery}</body></html>\n')
+            f'<h2>counts</h2><div class="counts">{"".join(sections)}</div>{notes_html}{gallery}</body></html>\n')
 
 
 def _md_cell(value: Any, max_chars: int = 80) -> str:
@@ -358,7 +360,8 @@ def records_markdown(records: list[PreviewRecord], rows: int = 7) -> str:
 
 def write_preview(sources: PreviewSources, shards: list[str], out: UPath, *, title: str,
                   per_mix: int = DEFAULT_PER_MIX, seed: int = 0, mixes: Iterable[str] | None = None,
-                  released: dict[str, dict[str, int]] | None = None, version: str | None = None) -> PreviewSummary:
+                  released: dict[str, dict[str, int]] | None = None, version: str | None = None,
+                  notes_html: str = "") -> PreviewSummary:
     """Sample, count, render and write `out / preview.html`."""
     if per_mix < 0:
         raise ValueError(f"preview per_mix must be >= 0, got {per_mix}")
@@ -375,5 +378,5 @@ def write_preview(sources: PreviewSources, shards: list[str], out: UPath, *, tit
     records = load_records(sources, chosen)
     add_thumbnails(records, sources.root)
     path = out / PREVIEW_FILE
-    write_text_atomic(path, render_preview(records, counts, title, released, version))
+    write_text_atomic(path, render_preview(records, counts, title, released, version, notes_html))
     return PreviewSummary(path=path, records=records, counts=counts)

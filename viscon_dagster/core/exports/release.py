@@ -96,7 +96,8 @@ def export_conversations(tables: Tables, root: UPath, out: UPath, *,
                          max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, chunk_rows: int = 256,
                          workers: int = 8, leakage: dict[str, Any] | None = None,
                          pretty_name: str = "VisCon (reproduction)", default_mix: str = "leaky",
-                         version: str | None = None, release_name: str | None = None) -> ExportSummary:
+                         version: str | None = None, release_name: str | None = None,
+                         card_notes: str = "", card_banner: str = "") -> ExportSummary:
     """Write the chosen formats for `tables` below `out`; images are read from `root / image`.
 
     `tables` are read again after the split is planned over them: a function giving them anew (`columns` →
@@ -162,7 +163,8 @@ def export_conversations(tables: Tables, root: UPath, out: UPath, *,
         captioners = [c for c in map(lambda label: captioner_lineage(root, label), sorted(lineage["caption_model"]))
                       if c is not None]
         card = render_card(summary.counts["hf"], {c: sorted(v) for c, v in lineage.items()}, leakage,
-                           captioners=captioners, formats=list(active), split_moves=plan.metadata(), **about)
+                           captioners=captioners, formats=list(active), split_moves=plan.metadata(), **about,
+                           notes=card_notes, banner=card_banner)  # the ablation's section and verdict, if any
         write_text_atomic(out / "hf" / "README.md", card)
     for name in active:
         sizes = file_sizes(out / name)
