@@ -39,8 +39,10 @@ def plain_loop(storage, tokenizer, keys) -> float:
 def dagster_backfill(work: Path, keys: list[str], per_run: int) -> tuple[float, int]:
     import dagster as dg
 
-    from viscon_dagster.backfills import file_workspace, running_daemon, submit_backfill, wait_for_backfill
-    from viscon_dagster.cli import default_instance_yaml
+    from viscon_dagster.local.backfills import submit_backfill, wait_for_backfill
+    from viscon_dagster.local.daemon import running_daemon
+    from viscon_dagster.local.instance import default_instance_yaml
+    from viscon_dagster.local.workspace import file_workspace
 
     home = work / f"home-{per_run}"
     home.mkdir()
@@ -87,7 +89,7 @@ def main() -> None:
     import dagster as dg
 
     from viscon_dagster.definitions import defs
-    from viscon_dagster.partitions import record_shards
+    from viscon_dagster.resources.shard_source import record_shards
 
     with dg.build_resources({"storage": defs.resources["storage"], "tokenizer": defs.resources["tokenizer"]}) as r:
         keys = record_shards(r.storage, str(work / "sample" / "shards"))

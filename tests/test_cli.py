@@ -12,7 +12,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from viscon_dagster.cli import default_instance_yaml, main
+from viscon_dagster.cli import main
+from viscon_dagster.local.instance import default_instance_yaml
 
 VISCON = str(Path(sys.executable).parent / "viscon")
 
@@ -86,7 +87,7 @@ def test_dagster_refuses_to_load_definitions_with_a_bad_storage_root(tmp_path):
 @pytest.mark.parametrize("root", sorted(BAD_ROOTS))
 def test_definitions_load_names_the_variable_the_value_and_what_is_accepted(root, monkeypatch):
     from viscon_dagster.definitions import build_definitions
-    from viscon_dagster.paths import SettingError
+    from viscon_dagster.settings import SettingError
 
     monkeypatch.setenv("VISCON_STORAGE_ROOT", root)
     with pytest.raises(SettingError) as refused:
@@ -123,7 +124,8 @@ def test_the_instance_config_is_written_once_with_run_monitoring(tmp_path, capsy
         assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 60  # ended runs' pool slots
         assert not instance.run_retries_enabled
         concurrency = instance.get_concurrency_config()
-        assert concurrency.pool_config.default_pool_limit == 1  # the gpu pool: one GPU by default
+        assert concurrency.pool_config.default_pool_limit is None  # other pools are not capped
+        assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == 1  # the gpu pool: one GPU
         assert concurrency.run_queue_config.max_concurrent_runs == 4
         assert concurrency.run_queue_config.tag_concurrency_limits == [
             {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1},

@@ -130,7 +130,7 @@ def test_the_executor_comes_from_the_environment(monkeypatch, kind, executor):
 
 def test_an_unknown_executor_is_refused_naming_the_choices(monkeypatch):
     from viscon_dagster.environment import executor_from_env
-    from viscon_dagster.paths import SettingError
+    from viscon_dagster.settings import SettingError
 
     monkeypatch.setenv("VISCON_EXECUTOR", "threads")
     with pytest.raises(SettingError, match="use one of multiprocess, in_process, k8s"):

@@ -5,8 +5,8 @@ import pytest
 
 from tests.conftest import materialize_partition
 from viscon_dagster.definitions import build_definitions
-from viscon_dagster.partitions import record_shards
 from viscon_dagster.resources.local_models import is_local_path, require_local_model
+from viscon_dagster.resources.shard_source import record_shards
 
 
 def step_failure_message(result) -> str:

@@ -12,6 +12,7 @@ Either way the `gpu` pool slot the dead run held is given back `free_slots_after
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -22,7 +23,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from viscon_dagster.cli import default_instance_yaml
+from viscon_dagster.instance_policy import LOCAL, apply_pool_limits
+from viscon_dagster.local.instance import default_instance_yaml
 
 BIN = Path(sys.executable).parent
 DEFS = str(Path(__file__).with_name("run_monitoring_defs.py"))
@@ -74,10 +76,12 @@ def test_killed_runs_are_marked_failed(tmp_path):
     home.mkdir()
     pid_dir.mkdir()
     # the written config with intervals short enough for a test
-    (home / "dagster.yaml").write_text(default_instance_yaml(poll_interval_seconds=1, max_runtime_seconds=20,
-                                                             free_slots_after_s=1))
+    sizes = dataclasses.replace(LOCAL, poll_interval_seconds=1, max_runtime_seconds=20,
+                                free_slots_after_run_end_seconds=1)
+    (home / "dagster.yaml").write_text(default_instance_yaml(sizes))
     env = {**os.environ, "DAGSTER_HOME": str(home), "VISCON_TEST_PID_DIR": str(pid_dir)}
-    dg.DagsterInstance.from_config(str(home)).dispose()  # create the SQLite storage before two processes race to
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # the storage, before two processes race to make it
+        apply_pool_limits(instance, sizes)  # the gpu pool's one slot, as `viscon` sets it
     daemon_log = (tmp_path / "daemon.log").open("w")  # kept by pytest's tmp_path for a look after a failure
     daemon = subprocess.Popen([BIN / "dagster-daemon", "run", "-f", DEFS], env=env, cwd=tmp_path,
                               stdout=daemon_log, stderr=subprocess.STDOUT, start_new_session=True)

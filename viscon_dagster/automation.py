@@ -24,10 +24,10 @@ import dagster as dg
 
 from viscon_dagster.dead_runs import TTL_ENV, fail_dead_runs
 from viscon_dagster.gpu import ACCELERATOR_GPU, ACCELERATOR_TAG, gpu_run_tags
-from viscon_dagster.partitions import SHARD_PARTITIONS, register_shards
-from viscon_dagster.paths import SettingError
-from viscon_dagster.resources.shard_source import ShardSourceResource
+from viscon_dagster.partitions import SHARD_PARTITIONS
+from viscon_dagster.resources.shard_source import ShardSourceResource, register_shards
 from viscon_dagster.resources.storage import StorageResource
+from viscon_dagster.settings import SettingError
 
 warnings.filterwarnings("ignore", message=".*`use_user_code_server`.*beta", category=dg.BetaWarning)
 

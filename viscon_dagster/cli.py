@@ -16,89 +16,15 @@ Without a dagster.yaml in DAGSTER_HOME, `viscon` writes one: SQLite in that fold
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from viscon_dagster import paths
-from viscon_dagster.core.files.atomic import write_text_atomic
-from viscon_dagster.core.shards.registry import DEFAULT_SET, SHARD_SETS, Registration, ShardKeyConflict
+from viscon_dagster.core.shards.registry import DEFAULT_SET, SHARD_SETS, ShardKeyConflict
 from viscon_dagster.core.shards.sources import OBELICS_HUB_SOURCE, ShardSourceNotFound
-
-DAY_S = 24 * 3600
-
-
-def default_instance_yaml(poll_interval_seconds: int = 30, max_runtime_seconds: int = 2 * DAY_S,
-                          max_concurrent_runs: int = 4, gpus: int = 1, free_slots_after_s: int = 60) -> str:
-    return f"""\
-# Written by `viscon` because this DAGSTER_HOME had no dagster.yaml; yours is never overwritten.
-# Storage: SQLite in this folder (Dagster's default); Postgres: docs/operations.md.
-# Telemetry is Dagster's default; opt out with `telemetry: {{enabled: false}}`.
-concurrency:
-  runs:  # the run queue (launched runs: UI, backfills, dg launch through the daemon)
-    max_concurrent_runs: {max_concurrent_runs}
-    tag_concurrency_limits:
-      - key: dagster/partition  # one run per shard partition at a time (the storage lease holds across instances)
-        value:
-          applyLimitPerUniqueValue: true
-        limit: 1
-      - key: dagster/asset_partition_range_start  # backfill runs carry a range, not dagster/partition:
-        value:                                    # one run per first shard (overlaps: the storage lease)
-          applyLimitPerUniqueValue: true
-        limit: 1
-  pools:
-    default_limit: {gpus}  # the `gpu` pool of the caption and Q&A steps: set it to the number of GPUs
-run_monitoring:  # carried out by dagster-daemon, which `viscon ui` and `dagster dev` start
-  enabled: true
-  poll_interval_seconds: {poll_interval_seconds}
-  start_timeout_seconds: 300   # a launched run whose worker never starts is failed
-  cancel_timeout_seconds: 300  # a run stuck canceling is marked canceled
-  max_resume_run_attempts: 0   # the default run launcher cannot resume a run
-  # The default run launcher has no worker health check: a run whose process died with nobody to
-  # report it (`viscon demo`, `dagster asset materialize`, or runs of a killed code server) is failed
-  # once it has run this long. Keep it above any partition's run (an OpenAI batch may take 24 h).
-  max_runtime_seconds: {max_runtime_seconds}
-  # A run that ended while holding a pool slot (killed, failed by monitoring) gives it back this long after its
-  # end; a run whose process died is failed and its slots freed at once (viscon_dagster/dead_runs.py).
-  free_slots_after_run_end_seconds: {free_slots_after_s}
-run_retries:
-  enabled: false  # a failed partition is retried by relaunching its backfill, not automatically
-"""
-
-
-def ensure_instance_yaml(home: Path) -> bool:
-    """Write the default dagster.yaml when `home` has none (or the empty one earlier versions wrote)."""
-    path = home / "dagster.yaml"
-    if path.exists() and path.stat().st_size:
-        return False
-    write_text_atomic(path, default_instance_yaml())
-    print(f"wrote {path} (SQLite instance, run monitoring on)", file=sys.stderr)
-    return True
-
-
-def _instance():
-    """The persistent Dagster instance (SQLite under DAGSTER_HOME; `.viscon/dagster_home` by default)."""
-    from dagster import DagsterInstance
-
-    home = paths.dagster_home()
-    home.mkdir(parents=True, exist_ok=True)
-    ensure_instance_yaml(home)
-    os.environ["DAGSTER_HOME"] = str(home)
-    return DagsterInstance.get()
-
-
-@contextmanager
-def _storage() -> Iterator:
-    """The definitions' storage resource as Dagster resolves it for a run (EnvVars read), for plain code."""
-    import dagster as dg
-
-    from viscon_dagster.definitions import defs
-
-    with dg.build_resources({"storage": defs.resources["storage"]}) as resources:
-        yield resources.storage
+from viscon_dagster.local.instance import local_instance, resolved_storage
+from viscon_dagster.settings import SettingError
 
 
 def cmd_sample(args) -> list[Path]:
@@ -121,26 +47,9 @@ def cmd_models_tiny(args) -> Path:
     return out
 
 
-def register_source_shards(source: str, shard_set: str = DEFAULT_SET) -> Registration:
-    """Register the source's usable shards as partitions of `shard_set`; print what was added and refused."""
-    from viscon_dagster.partitions import SHARD_PARTITIONS, register_shards
-
-    partitions = SHARD_PARTITIONS[shard_set]
-    with _storage() as storage:
-        registration = register_shards(storage, source, shard_set)
-    instance = _instance()
-    known = set(instance.get_dynamic_partitions(partitions.name))
-    new = [k for k in registration.keys if k not in known]
-    instance.add_dynamic_partitions(partitions.name, new)
-    refused = f"; {len(registration.refused)} refused" if registration.refused else ""
-    print(f"{len(registration.keys)} shards in {source}; {len(new)} newly registered{refused}"
-          + (f" (shard set {shard_set})" if shard_set != DEFAULT_SET else ""))
-    for bad in registration.refused:
-        print(f"  refused {bad.key} ({bad.url}): {bad.reason}")
-    return registration
-
-
 def cmd_shards_register(args) -> int:
+    from viscon_dagster.local.shards import register_source_shards
+
     return 1 if register_source_shards(args.source, args.set).refused else 0
 
 
@@ -148,9 +57,9 @@ def cmd_shards_list(args) -> None:
     from viscon_dagster.core.shards.registry import refused_shards
     from viscon_dagster.partitions import SHARD_PARTITIONS
 
-    for key in _instance().get_dynamic_partitions(SHARD_PARTITIONS[args.set].name):
+    for key in local_instance().get_dynamic_partitions(SHARD_PARTITIONS[args.set].name):
         print(key)
-    with _storage() as storage:
+    with resolved_storage() as storage:
         for bad in refused_shards(storage.root_path(), args.set):
             print(f"refused {bad.key} ({bad.url}): {bad.reason}", file=sys.stderr)
 
@@ -163,37 +72,18 @@ def cmd_demo(args) -> int:
 
 def cmd_backfill(args) -> int:
     """`viscon backfill`: a real Dagster backfill of the chosen assets and shards (the UI lists it)."""
-    from viscon_dagster import backfills
     from viscon_dagster.definitions import chain_for_set, defs
     from viscon_dagster.gpu import GPU_POOL, gpu_run_tags
+    from viscon_dagster.local.backfills import BackfillRequest, plan_backfill, run_backfill, submit_backfill
+    from viscon_dagster.local.daemon import daemon_alive
+    from viscon_dagster.local.workspace import PROJECT, Workspace
 
-    workspace = backfills.Workspace.from_yaml(Path(args.workspace)) if args.workspace else backfills.PROJECT
-    chain = chain_for_set(args.set)
-    graph = defs.resolve_asset_graph()
-    shard_keys = set(chain.shard_selection.resolve(graph)) | {chain.spec.key("noncontextual_captions")}
-    selected = []
-    for name in (n.strip() for n in args.select.split(",") if n.strip()):
-        key = chain.spec.release_key if name in ("release", chain.spec.release_name) else chain.spec.key(name)
-        if key not in shard_keys and key != chain.spec.release_key:
-            raise paths.SettingError(f"--select {name}: not an asset of the {args.set} chain "
-                                     f"({', '.join(sorted(k.path[-1] for k in shard_keys))}, release)")
-        selected.append(key)
-    instance = _instance()
-    registered = instance.get_dynamic_partitions(chain.spec.partitions_def.name)
-    if args.stale or args.missing:
-        state = backfills.staleness(instance, workspace, selected)
-        chosen = state.stale if args.stale else state.missing
-    else:
-        keys = [k.strip() for k in args.partitions.split(",")] if args.partitions else registered
-        unknown = sorted(set(keys) - set(registered))
-        if unknown:
-            raise paths.SettingError(f"--partitions: not registered in the {args.set} set: {', '.join(unknown)}")
-        chosen = {k: keys for k in selected}
-
-    def partitions_of(key):
-        return None if key == chain.spec.release_key else chosen.get(key, [])
-
-    todo = backfills.plan(graph, shard_keys, selected, partitions_of, args.downstream)
+    workspace = Workspace.from_yaml(Path(args.workspace)) if args.workspace else PROJECT
+    graph, instance = defs.resolve_asset_graph(), local_instance()
+    request = BackfillRequest(names=[n.strip() for n in args.select.split(",") if n.strip()],
+                              partitions=[k.strip() for k in args.partitions.split(",")] if args.partitions else None,
+                              missing=args.missing, stale=args.stale, downstream=args.downstream)
+    todo = plan_backfill(instance, workspace, chain_for_set(args.set), graph, request)
     if not todo:
         print("nothing to backfill: " + ("no stale partitions" if args.stale else "no missing partitions"
                                          if args.missing else "no partitions"))
@@ -203,16 +93,16 @@ def cmd_backfill(args) -> int:
     tags = gpu_run_tags() if any(GPU_POOL in (graph.get(k).pools or ()) for k in todo) else {}  # launchers route
     title = f"viscon backfill {args.select}" + (" --stale" if args.stale else " --missing" if args.missing else "")
     if args.wait:
-        return 0 if backfills.run_backfill(instance, todo, workspace=workspace, tags=tags, title=title,
-                                           daemon_log=paths.dagster_home() / "daemon.log") else 1
-    backfill_id = backfills.submit_backfill(instance, workspace, todo, tags=tags, title=title)
+        return 0 if run_backfill(instance, todo, workspace=workspace, tags=tags, title=title,
+                                 daemon_log=paths.dagster_home() / "daemon.log") else 1
+    backfill_id = submit_backfill(instance, workspace, todo, tags=tags, title=title)
     print(f"backfill {backfill_id} submitted; the daemon runs it (`viscon ui` or `dagster-daemon run`)"
-          + ("" if backfills.daemon_alive(instance) else " — no daemon is running on this instance now"))
+          + ("" if daemon_alive(instance) else " — no daemon is running on this instance now"))
     return 0
 
 
 def cmd_ui(args) -> int:
-    _instance()
+    local_instance()
     project = Path(__file__).resolve().parent.parent  # [tool.dg] in its pyproject.toml names the code location
     dg = Path(sys.executable).with_name("dg")
     return subprocess.call([str(dg), "dev", "--host", args.host, "--port", str(args.port)], cwd=project)
@@ -278,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         result = args.fn(args)
-    except (paths.SettingError, ShardKeyConflict, ShardSourceNotFound) as e:
+    except (SettingError, ShardKeyConflict, ShardSourceNotFound) as e:
         print(f"viscon: {e}", file=sys.stderr)
         return 2
     return result if isinstance(result, int) else 0

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from viscon_dagster.core.files.lease import HolderChecks, LeaseRecord, machine_id, owner_run_id
-from viscon_dagster.paths import SettingError
+from viscon_dagster.settings import SettingError
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,10 @@ import os
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from viscon_dagster.paths import SettingError, models_dir, sample_dir
+from viscon_dagster.paths import models_dir, sample_dir
 from viscon_dagster.resources.image_fetcher import ImageFetcherResource
 from viscon_dagster.resources.models import BACKENDS, ModelBackend, TransformersLocalBackend
+from viscon_dagster.settings import SettingError
 
 # the judge of the captioner's evaluation (core/captioner/judge.py) defaults to the tiny VLM, so it sees the image
 TINY_MODELS = {"caption": "tiny-idefics3", "qa": "tiny-lm", "judge": "tiny-idefics3"}

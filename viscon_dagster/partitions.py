@@ -6,8 +6,7 @@ import dagster as dg
 
 from viscon_dagster.core.ablation.mixes import ABLATION_MIXES
 from viscon_dagster.core.captioner.recipes import RECIPES
-from viscon_dagster.core.shards.registry import DEFAULT_SET, SHARD_SETS, Registration, register_source
-from viscon_dagster.resources.storage import StorageResource
+from viscon_dagster.core.shards.registry import SHARD_SETS
 
 obelics_shards = dg.DynamicPartitionsDefinition(name="obelics_shards")
 # VisCon-1M's own shards, disjoint from VisCon-100K's (core/shards/registry.py refuses a shard of the other set)
@@ -19,19 +18,3 @@ assert {k: v.name for k, v in SHARD_PARTITIONS.items()} == SHARD_SETS
 captioner_recipes = dg.StaticPartitionsDefinition(list(RECIPES))
 # One partition per mix the ablation trains a target model on, and `none` (the base model untouched).
 ablation_mixes = dg.StaticPartitionsDefinition(list(ABLATION_MIXES))
-
-
-def register_shards(storage: StorageResource, source: str, shard_set: str = DEFAULT_SET) -> Registration:
-    """Check the source's new shards and record the usable ones' URLs in the registry, the refused
-    ones with their reason. `storage` must be resolved (EnvVars read), as Dagster hands it to a
-    sensor or `dg.build_resources` returns it.
-
-    Adding the keys to the instance is the caller's move (the CLI adds them directly; the sensor
-    returns a request), so both paths share the listing, the checks and the registry.
-    """
-    return register_source(storage.root_path(), source, storage.options_for(source), shard_set)
-
-
-def record_shards(storage: StorageResource, source: str, shard_set: str = DEFAULT_SET) -> list[str]:
-    """`register_shards`, keeping only the registered keys (refused shards stay in the registry's record)."""
-    return register_shards(storage, source, shard_set).keys

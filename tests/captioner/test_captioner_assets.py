@@ -22,9 +22,9 @@ from viscon_dagster.core.captioner.published import read_current, read_gate
 from viscon_dagster.core.captioner.weights import weights_sha
 from viscon_dagster.definitions import build_definitions
 from viscon_dagster.environment import image_fetcher
-from viscon_dagster.partitions import record_shards
 from viscon_dagster.resources.captioner_backend import CaptionerNotReady, usable_captioner
 from viscon_dagster.resources.models import OpenAIHTTPBackend
+from viscon_dagster.resources.shard_source import record_shards
 
 CHAIN = ["filtered_docs", "images", "captions"]
 # a short page context keeps training cheap; the pairs rebuild the teacher's requests with the same budget

@@ -19,9 +19,9 @@ from viscon_dagster.core.exports.versions import current_release_path
 from viscon_dagster.definitions import RELEASE_JOB, SHARD_JOB, build_definitions
 from viscon_dagster.demo.tiny_models import build_tiny_models
 from viscon_dagster.environment import image_fetcher
-from viscon_dagster.partitions import record_shards
 from viscon_dagster.resources.local_models import model_label
 from viscon_dagster.resources.models import OpenAIHTTPBackend, TransformersLocalBackend
+from viscon_dagster.resources.shard_source import record_shards
 
 SHORT = {"ops": {"captions": {"config": {"max_tokens": 24, "temperature": 1.0}},
                  "qa_pairs": {"config": {"max_tokens": 512, "temperature": 1.0}}}}

@@ -26,8 +26,8 @@ from tests.models.openai_double import OpenAIDouble
 from viscon_dagster.core.files.lease import LeaseHeld
 from viscon_dagster.core.models.request import Request
 from viscon_dagster.definitions import build_definitions
-from viscon_dagster.partitions import record_shards
 from viscon_dagster.resources.models import OpenAIHTTPBackend
+from viscon_dagster.resources.shard_source import record_shards
 
 REPO = Path(__file__).resolve().parents[2]
 

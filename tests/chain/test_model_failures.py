@@ -14,8 +14,8 @@ from tests.conftest import free_port, materialize_partition
 from viscon_dagster.core.models.journal import Journal
 from viscon_dagster.definitions import build_definitions
 from viscon_dagster.environment import image_fetcher
-from viscon_dagster.partitions import record_shards
 from viscon_dagster.resources.models import OpenAIHTTPBackend
+from viscon_dagster.resources.shard_source import record_shards
 
 FAST = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05, "max_concurrency": 4}
 WRONG_KEY = "sk-wrong-0123456789abcdef"

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from tests.chain.scripted_openai import ScriptedOpenAI
 from tests.conftest import materialize_partition
 from viscon_dagster.definitions import build_definitions
-from viscon_dagster.partitions import record_shards
+from viscon_dagster.resources.shard_source import record_shards
 
 REPO = Path(__file__).resolve().parents[2]
 

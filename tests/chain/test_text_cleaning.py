@@ -136,8 +136,8 @@ def test_a_teacher_answering_with_control_characters_gives_clean_rows_and_counts
                                                                                  tokenizer_dir):
     from viscon_dagster.definitions import build_definitions
     from viscon_dagster.environment import image_fetcher
-    from viscon_dagster.partitions import record_shards
     from viscon_dagster.resources.models import OpenAIHTTPBackend
+    from viscon_dagster.resources.shard_source import record_shards
 
     server = ScriptedOpenAI(answer=dirty_answer)
     base_url = server.start()

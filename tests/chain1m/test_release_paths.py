@@ -13,8 +13,8 @@ from viscon_dagster.definitions import RELEASE_JOB, build_definitions
 from viscon_dagster.demo.sample_corpus import SampleSpec, write_sample
 from viscon_dagster.demo.tiny_models import build_tiny_models
 from viscon_dagster.environment import image_fetcher
-from viscon_dagster.partitions import record_shards
 from viscon_dagster.resources.models import TransformersLocalBackend
+from viscon_dagster.resources.shard_source import record_shards
 
 STAGES = ["filtered_docs", "images", "captions", "qa_pairs", "unique_qa_pairs", "conversations"]
 SHORT = {"ops": {"captions": {"config": {"max_tokens": 24, "temperature": 1.0}},

@@ -17,9 +17,10 @@ from viscon_dagster.definitions import build_definitions
 from viscon_dagster.demo.sample_corpus import SampleSpec, write_sample
 from viscon_dagster.demo.tiny_models import build_tiny_lm
 from viscon_dagster.environment import image_fetcher
-from viscon_dagster.partitions import obelics_shards_1m, record_shards
+from viscon_dagster.partitions import obelics_shards_1m
 from viscon_dagster.resources.captioner_backend import CaptionerBackend
 from viscon_dagster.resources.models import OpenAIHTTPBackend, TransformersLocalBackend
+from viscon_dagster.resources.shard_source import record_shards
 from viscon_dagster.resources.storage import upath_for
 
 RECIPE = "tiny-demo"

@@ -12,7 +12,7 @@ from viscon_dagster.core.shards.registry import register
 from viscon_dagster.core.shards.sources import list_shards
 from viscon_dagster.definitions import build_definitions
 from viscon_dagster.demo.sample_corpus import BAD_ROW_KINDS
-from viscon_dagster.partitions import record_shards
+from viscon_dagster.resources.shard_source import record_shards
 
 
 def materialize(defs, key, instance, raise_on_error=True):

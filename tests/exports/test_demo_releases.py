@@ -50,8 +50,9 @@ def demo(tmp_path_factory, tokenizer_dir):
     from viscon_dagster.demo.sample_corpus import SampleSpec, write_sample
     from viscon_dagster.demo.tiny_models import build_tiny_models
     from viscon_dagster.environment import image_fetcher
-    from viscon_dagster.partitions import obelics_shards_1m, record_shards
+    from viscon_dagster.partitions import obelics_shards_1m
     from viscon_dagster.resources.models import TransformersLocalBackend
+    from viscon_dagster.resources.shard_source import record_shards
 
     tmp = tmp_path_factory.mktemp("demo")
     sample, store = tmp / "sample", tmp / "store"

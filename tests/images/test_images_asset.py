@@ -7,7 +7,7 @@ import dagster as dg
 from tests.conftest import materialize_partition
 from viscon_dagster.definitions import build_definitions
 from viscon_dagster.environment import image_fetcher
-from viscon_dagster.partitions import record_shards
+from viscon_dagster.resources.shard_source import record_shards
 
 
 def fetch_shard(tmp_path, tokenizer_dir, shards, runs: int = 1, **fetcher_settings):

@@ -18,7 +18,7 @@ from tests.images.s3_proxy import StoppingProxy
 from viscon_dagster.core.images import ImageRequest, ImageStorageError, fetch_images
 from viscon_dagster.definitions import build_definitions
 from viscon_dagster.environment import image_fetcher
-from viscon_dagster.partitions import record_shards
+from viscon_dagster.resources.shard_source import record_shards
 
 HINT = "a rerun resumes from the journal"
 

@@ -3,6 +3,7 @@ tests/fast_daemon.py), stopped by its pid."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,17 +12,21 @@ from pathlib import Path
 import dagster as dg
 
 from tests.fast_daemon import COMMAND as FAST_DAEMON
-from viscon_dagster.backfills import Workspace, file_workspace, running_daemon
-from viscon_dagster.cli import default_instance_yaml
+from viscon_dagster.instance_policy import LOCAL, apply_pool_limits
+from viscon_dagster.local.daemon import running_daemon
+from viscon_dagster.local.instance import default_instance_yaml
+from viscon_dagster.local.workspace import Workspace, file_workspace
 
 WAIT_S = 300  # a bound on a loaded 2-core machine, not a measurement
 
 
 def new_instance(home: Path) -> dg.DagsterInstance:
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(default_instance_yaml(poll_interval_seconds=5)
-                                       + "telemetry:\n  enabled: false\n")
-    return dg.DagsterInstance.from_config(str(home))
+    sizes = dataclasses.replace(LOCAL, poll_interval_seconds=5)
+    (home / "dagster.yaml").write_text(default_instance_yaml(sizes) + "telemetry:\n  enabled: false\n")
+    instance = dg.DagsterInstance.from_config(str(home))
+    apply_pool_limits(instance, sizes)  # the gpu pool's one slot, as `viscon` sets it
+    return instance
 
 
 @contextmanager

@@ -51,8 +51,7 @@ def claimed(instance) -> list[str]:
 
 @pytest.fixture
 def instance(tmp_path):
-    with new_instance(tmp_path / "home") as instance:
-        instance.event_log_storage.initialize_concurrency_limit_to_default("gpu")  # the pool, limit 1
+    with new_instance(tmp_path / "home") as instance:  # the gpu pool, limit 1
         yield instance
 
 

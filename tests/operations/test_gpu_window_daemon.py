@@ -22,7 +22,7 @@ from tests.conftest import materialize_partition
 from tests.operations.harness import WAIT_S, daemon_on, new_instance, wait_for
 from viscon_dagster.definitions import build_definitions
 from viscon_dagster.gpu import gpu_run_tags
-from viscon_dagster.partitions import record_shards
+from viscon_dagster.resources.shard_source import record_shards
 
 DEFS = Path(__file__).with_name("chain_defs.py")
 BIN = Path(sys.executable).parent

@@ -29,7 +29,7 @@ from tests.chain.scripted_openai import ScriptedOpenAI
 from tests.conftest import materialize_partition
 from tests.operations.harness import WAIT_S, daemon_on, new_instance, wait_for
 from viscon_dagster.definitions import build_definitions
-from viscon_dagster.partitions import record_shards
+from viscon_dagster.resources.shard_source import record_shards
 
 DEFS = Path(__file__).with_name("chain_defs.py")
 DAGSTER = str(Path(sys.executable).with_name("dagster"))

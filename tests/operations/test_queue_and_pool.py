@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from tests.operations.harness import daemon_on, new_instance, run_span, step_spans, wait_for
-from viscon_dagster.backfills import submit_backfill
+from viscon_dagster.local.backfills import submit_backfill
 
 DEFS = Path(__file__).with_name("queue_defs.py")
 STEP = dg.AssetKey("gpu_step")

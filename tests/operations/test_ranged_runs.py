@@ -7,7 +7,8 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from viscon_dagster.assets.per_shard import ShardOutput, materialize_shards
 from viscon_dagster.definitions import build_definitions
 from viscon_dagster.environment import s3_resource
-from viscon_dagster.partitions import obelics_shards, record_shards
+from viscon_dagster.partitions import obelics_shards
+from viscon_dagster.resources.shard_source import record_shards
 from viscon_dagster.resources.storage import StorageResource
 
 

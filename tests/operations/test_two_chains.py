@@ -5,7 +5,8 @@ import dagster as dg
 from viscon_dagster.assets.chain import build_chain
 from viscon_dagster.assets.spec import ChainSpec
 from viscon_dagster.definitions import build_definitions
-from viscon_dagster.partitions import obelics_shards, record_shards
+from viscon_dagster.partitions import obelics_shards
+from viscon_dagster.resources.shard_source import record_shards
 
 STAGES = ["filtered_docs", "images", "captions", "noncontextual_captions", "qa_pairs", "unique_qa_pairs",
           "conversations"]

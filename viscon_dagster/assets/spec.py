@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from viscon_dagster.automation import shard_condition
-from viscon_dagster.paths import SettingError
+from viscon_dagster.settings import SettingError
 
 PARTITIONS_PER_RUN_ENV = "VISCON_PARTITIONS_PER_RUN"
 DEFAULT_PARTITIONS_PER_RUN = 50  # 3,000 shards: 60 runs per stage

@@ -44,7 +44,7 @@ DEFAULT_RECIPE = "tiny-demo"
 def captioner_recipe() -> str:
     """The recipe whose checkpoint writes the VisCon-1M captions: $VISCON_CAPTIONER_RECIPE, default tiny-demo."""
     from viscon_dagster.core.captioner.recipes import RECIPES
-    from viscon_dagster.paths import SettingError
+    from viscon_dagster.settings import SettingError
 
     name = os.environ.get(RECIPE_ENV, "").strip() or DEFAULT_RECIPE
     if name not in RECIPES:

@@ -18,7 +18,8 @@ from pydantic import Field as PField
 from upath import UPath
 
 from viscon_dagster.core.files.parquet import partition_file
-from viscon_dagster.paths import storage_root_url, viscon_home
+from viscon_dagster.paths import viscon_home
+from viscon_dagster.settings import storage_root_url
 
 ROOT_ENV = "VISCON_STORAGE_ROOT"
 

@@ -1,32 +1,26 @@
-"""Backfills, submitted the way the UI submits them and run by `dagster-daemon`.
+"""Backfills, submitted the way the UI submits them (GraphQL `launchPartitionBackfill`) and run by `dagster-daemon`.
 
-    submit_backfill(instance, workspace, {key: [shards]})   # GraphQL `launchPartitionBackfill`, in process
-    wait_for_backfill(instance, backfill_id, on_progress=print)
-    stale_partitions(instance, workspace, keys)            # the instance's per-partition staleness
-    with running_daemon(instance_home, workspace): ...      # a daemon for this process, unless one is alive
+    plan_backfill(chain, graph, names, ...)                 # which assets and shards (`viscon backfill`'s rules)
+    submit_backfill(instance, workspace, {key: [shards]})   # listed on the UI's backfills page
+    wait_for_backfill(instance, backfill_id, ...)           # a line of progress per change
+    run_backfill(...)                                        # all three, with a daemon for the duration
 
-A backfill submitted here is listed on the UI's backfills page like one launched there; its runs carry up to
-`VISCON_PARTITIONS_PER_RUN` shards each (the assets' `BackfillPolicy.multi_run`) and the whole per-shard chain
-in one run when the stages' partitions line up.
+A backfill's runs carry up to `VISCON_PARTITIONS_PER_RUN` shards each (the assets' `BackfillPolicy.multi_run`) and
+the whole per-shard chain in one run when the stages' partitions line up.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
-PROJECT_WORKSPACE = Path(__file__).resolve().parent.parent / "workspace.yaml"
-DAEMON_FRESH_S = 60  # a daemon whose last heartbeat is younger than this is taken as alive
+from viscon_dagster.local.daemon import running_daemon
+from viscon_dagster.local.workspace import PROJECT, Workspace, graphql
+from viscon_dagster.settings import SettingError
 
 LAUNCH = """
 mutation Launch($params: LaunchBackfillParams!) {
@@ -55,76 +49,43 @@ class BackfillError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Workspace:
-    """One code location: `yaml` for the daemon (its own code server); loaded in this process for GraphQL,
-    which saves starting a second code server just to submit."""
-    yaml: Path
-    location_name: str
-    module_name: str | None = None
-    python_file: str | None = None
-
-    def in_process_target(self):
-        from dagster._core.remote_origin import InProcessCodeLocationOrigin
-        from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-        from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
-
-        origin = LoadableTargetOrigin(executable_path=sys.executable, module_name=self.module_name,
-                                      python_file=self.python_file, working_directory=str(self.yaml.parent))
-        return InProcessWorkspaceLoadTarget(InProcessCodeLocationOrigin(origin, location_name=self.location_name))
+class BackfillRequest:
+    """What `viscon backfill` asks for: assets of one chain by name, and which shards."""
+    names: Sequence[str]                  # e.g. ["captions", "qa_pairs"] or ["release"]
+    partitions: Sequence[str] | None = None  # default: every registered shard
+    missing: bool = False                 # only shards never materialized
+    stale: bool = False                   # only shards the instance reports stale
+    downstream: bool = False              # also the same shards of every per-shard asset below
 
 
-    @staticmethod
-    def from_yaml(path: Path) -> Workspace:
-        """The first code location of a workspace.yaml (`python_module` or `python_file`)."""
-        import yaml
+def plan_backfill(instance: dg.DagsterInstance, workspace: Workspace, chain, graph,
+                  request: BackfillRequest) -> dict[dg.AssetKey, list[str] | None]:
+    """The chain's assets and shards a request names (None: the unpartitioned release); a SettingError for an
+    asset not in the chain or a shard not registered."""
+    shard_keys = set(chain.shard_selection.resolve(graph)) | {chain.spec.key("noncontextual_captions")}
+    selected = []
+    for name in request.names:
+        key = chain.spec.release_key if name in ("release", chain.spec.release_name) else chain.spec.key(name)
+        if key not in shard_keys and key != chain.spec.release_key:
+            raise SettingError(f"--select {name}: not an asset of the {chain.spec.group} chain "
+                               f"({', '.join(sorted(k.path[-1] for k in shard_keys))}, release)")
+        selected.append(key)
+    registered = instance.get_dynamic_partitions(chain.spec.partitions_def.name)
+    if request.stale or request.missing:
+        state = staleness(instance, workspace, selected)
+        chosen = state.stale if request.stale else state.missing
+    else:
+        keys = list(request.partitions) if request.partitions else registered
+        unknown = sorted(set(keys) - set(registered))
+        if unknown:
+            raise SettingError(f"--partitions: not registered in {chain.spec.partitions_def.name}: "
+                               f"{', '.join(unknown)}")
+        chosen = {k: keys for k in selected}
 
-        entry = yaml.safe_load(path.read_text())["load_from"][0]
-        kind, spec = next(iter(entry.items()))
-        if kind == "python_module":
-            spec = {"module_name": spec} if isinstance(spec, str) else spec
-            return Workspace(path.resolve(), spec.get("location_name", spec["module_name"]),
-                             module_name=spec["module_name"])
-        if kind == "python_file":
-            spec = {"relative_path": spec} if isinstance(spec, str) else spec
-            file = (path.parent / spec["relative_path"]).resolve()
-            return Workspace(path.resolve(), spec.get("location_name", file.stem), python_file=str(file))
-        raise BackfillError(f"{path}: only python_module and python_file code locations are supported here")
+    def partitions_of(key):
+        return None if key == chain.spec.release_key else chosen.get(key, [])
 
-
-PROJECT = Workspace(PROJECT_WORKSPACE, "viscon_dagster", module_name="viscon_dagster.definitions")
-
-
-def file_workspace(python_file: Path, folder: Path, location_name: str = "viscon_dagster") -> Workspace:
-    """A workspace of one definitions file (tests, benchmarks), its yaml written into `folder`."""
-    yaml = folder / "workspace.yaml"
-    yaml.write_text(f"load_from:\n  - python_file:\n      relative_path: {python_file}\n"
-                    f"      location_name: {location_name}\n")
-    return Workspace(yaml, location_name, python_file=str(python_file))
-
-
-@contextmanager
-def _graphql(instance: dg.DagsterInstance, workspace: Workspace) -> Iterator[Callable]:
-    from dagster._core.definitions.partitions.context import partition_loading_context
-    from dagster._core.workspace.context import WorkspaceProcessContext
-    from dagster_graphql import __version__
-    from dagster_graphql.cli import execute_query
-
-    target = workspace.in_process_target()
-    with WorkspaceProcessContext(instance, target, version=__version__, read_only=False) as context:
-        for location in context.create_request_context().get_code_location_entries().values():
-            if location.load_error:
-                raise BackfillError(f"code location {location.origin.location_name} failed to load: "
-                                    f"{location.load_error.message}")
-
-        def run(query: str, variables: Mapping) -> dict:
-            # ranges of dynamic partitions are resolved against the instance (GraphQL leaves it unset)
-            with partition_loading_context(dynamic_partitions_store=instance):
-                result = execute_query(context, query, variables)
-            if result.get("errors"):
-                raise BackfillError(f"GraphQL: {result['errors'][0].get('message')}")
-            return result["data"]
-
-        yield run
+    return plan(graph, shard_keys, selected, partitions_of, request.downstream)
 
 
 def _partitions_input(key: dg.AssetKey, partitions: Sequence[str] | None) -> dict:
@@ -147,7 +108,7 @@ def submit_backfill(instance: dg.DagsterInstance, workspace: Workspace,
         params["runConfigData"] = dict(run_config)
     if title:
         params["title"] = title
-    with _graphql(instance, workspace) as run:
+    with graphql(instance, workspace) as run:
         result = run(LAUNCH, {"params": params})["launchPartitionBackfill"]
     if result["__typename"] != "LaunchBackfillSuccess":
         raise BackfillError(f"backfill refused ({result['__typename']}): {result.get('message')}")
@@ -162,7 +123,7 @@ class Staleness:
 
 def staleness(instance: dg.DagsterInstance, workspace: Workspace, keys: Sequence[dg.AssetKey]) -> Staleness:
     """Per-partition staleness as the instance computes it (what the UI shows)."""
-    with _graphql(instance, workspace) as run:
+    with graphql(instance, workspace) as run:
         nodes = run(STALENESS, {"keys": [{"path": list(k.path)} for k in keys]})["assetNodes"]
     stale: dict[dg.AssetKey, list[str]] = {}
     missing: dict[dg.AssetKey, list[str]] = {}
@@ -257,77 +218,18 @@ def _unfinished_runs(instance: dg.DagsterInstance, backfill_id: str) -> list[dg.
             if not r.is_finished]
 
 
-def daemon_alive(instance: dg.DagsterInstance) -> bool:
-    beats = instance.get_daemon_heartbeats()
-    beat = beats.get("BACKFILL")
-    return beat is not None and time.time() - beat.timestamp < DAEMON_FRESH_S
-
-
-@contextmanager
-def running_daemon(instance: dg.DagsterInstance, workspace: Workspace, log: Path | None = None,
-                   command: Sequence[str] | None = None) -> Iterator[int | None]:
-    """A `dagster-daemon run` on this instance for the duration, unless a live one already serves it
-    (`viscon ui`, `dg dev`); yields its pid (None when an existing daemon is used). Stopped by its pid.
-    `command`: what starts the daemon (default: this environment's `dagster-daemon`)."""
-    if _kept is not None and _kept.poll() is None:
-        yield _kept.pid
-        return
-    if daemon_alive(instance):
-        yield None
-        return
-    daemon = _start_daemon(instance, workspace, log, command)
-    try:
-        yield daemon.pid
-    finally:
-        _stop(daemon)
-
-
-_kept: subprocess.Popen | None = None
-
-
-def keep_daemon(instance: dg.DagsterInstance, workspace: Workspace, log: Path | None = None) -> None:
-    """Start a daemon for this process's later backfills (the demo's steps share one: a daemon takes tens of
-    seconds to start), stopped by its pid when the process exits; nothing when a live one serves the instance."""
-    global _kept
-    if (_kept is not None and _kept.poll() is None) or daemon_alive(instance):
-        return
-    _kept = _start_daemon(instance, workspace, log)
-    atexit.register(_stop, _kept)
-
-
-def _start_daemon(instance: dg.DagsterInstance, workspace: Workspace, log: Path | None,
-                  command: Sequence[str] | None = None) -> subprocess.Popen:
-    out = log.open("a") if log else subprocess.DEVNULL
-    command = list(command or [str(Path(sys.executable).with_name("dagster-daemon"))])
-    try:
-        return subprocess.Popen([*command, "run", "-w", str(workspace.yaml)],
-                                env={**os.environ, "DAGSTER_HOME": instance.root_directory},
-                                cwd=workspace.yaml.parent, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    finally:
-        if log:
-            out.close()  # the daemon holds its own copy
-
-
-def _stop(daemon: subprocess.Popen) -> None:
-    if daemon.poll() is not None:
-        return
-    daemon.send_signal(signal.SIGINT)
-    try:
-        daemon.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        daemon.kill()
-        daemon.wait()
-
-
 def run_backfill(instance: dg.DagsterInstance, partitions_by_asset: Mapping[dg.AssetKey, Sequence[str] | None], *,
                  workspace: Workspace = PROJECT, run_config: Mapping | None = None,
                  tags: Mapping[str, str] | None = None, title: str | None = None,
-                 on_progress: Callable[[str], None] = print, daemon_log: Path | None = None) -> bool:
-    """Submit a backfill, make sure a daemon runs it, and wait for it with a line of progress per change."""
+                 on_progress: Callable[[str], None] = print, daemon_log: Path | None = None,
+                 start_daemon: bool = True) -> bool:
+    """Submit a backfill and wait for it with a line of progress per change, with a daemon for the duration unless
+    one serves the instance (`start_daemon=False`: the caller runs one for several backfills)."""
     cursor = event_cursor(instance)
     backfill_id = submit_backfill(instance, workspace, partitions_by_asset, run_config=run_config, tags=tags,
                                   title=title)
     on_progress(f"  backfill {backfill_id} submitted (the UI lists it under Backfills)")
+    if not start_daemon:
+        return wait_for_backfill(instance, backfill_id, partitions_by_asset, cursor, on_progress=on_progress)
     with running_daemon(instance, workspace, daemon_log):
         return wait_for_backfill(instance, backfill_id, partitions_by_asset, cursor, on_progress=on_progress)
