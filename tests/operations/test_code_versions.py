@@ -62,10 +62,13 @@ def test_a_recipe_change_moves_the_captioner_and_a_pair_rule_moves_the_pairs(mon
 
     from viscon_dagster.assets import captioner
     from viscon_dagster.core.captioner import recipes
+    from viscon_dagster.environment import model_backend
+
+    judge = model_backend("judge").model_id
 
     def derived() -> dict[str, str]:
         return {"captioner_training_pairs": captioner.pairs_version(), "contextual_captioner":
-                captioner.captioner_version(), "captioner_evaluation": captioner.evaluation_version()}
+                captioner.captioner_version(), "captioner_evaluation": captioner.evaluation_version(judge)}
 
     before = derived()
     assert {k: versions()[k] for k in before} == before  # the assets carry the derived versions

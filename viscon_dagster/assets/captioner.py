@@ -216,16 +216,10 @@ class EvaluationConfig(dg.Config):
                           self.gate_significance)
 
 
-def default_judge_label() -> str:
-    from viscon_dagster.environment import model_backend
-
-    return model_backend("judge").model_id
-
-
-def evaluation_version(judge_label: str | None = None) -> str:
+def evaluation_version(judge_label: str) -> str:
     """The metric set, the judge (its prompt's version and model label) and the gate policy."""
     return code_version(EVALUATION.path[-1], prompt=JUDGE.version,
-                        models={"judge_model": judge_label or default_judge_label()}, settings={
+                        models={"judge_model": judge_label}, settings={
                             "paper_gain": PAPER_GAIN, "scorecard": SCORECARD_REVISION,
                             "metrics": [m.key for m in METRICS],
                             **config_defaults(EvaluationConfig, "batch_size", "device", "preview_items")})
@@ -273,8 +267,8 @@ def _judge(context: dg.AssetExecutionContext, config: EvaluationConfig, judge_mo
                    "judge_requests": len(requests), "judge_from_journal": sum(r.cached for r in responses), **meta}
 
 
-def build_evaluation_asset(judge_label: str | None = None) -> dg.AssetsDefinition:
-    """The evaluation asset; its code version names the judge model (`judge_label`, default: the environment's)."""
+def build_evaluation_asset(judge_label: str) -> dg.AssetsDefinition:
+    """The evaluation asset; its code version names the judge model (`judge_label`)."""
 
     @dg.asset(key=EVALUATION, partitions_def=captioner_recipes, group_name=GROUP, kinds={"parquet", "json"},
               code_version=evaluation_version(judge_label),
@@ -422,6 +416,6 @@ def _update_card(storage: StorageResource, published: PublishedCaptioner, table_
                                                           info["teacher"], info["counts"], info, table_md))
 
 
-def captioner_assets(judge_label: str | None = None) -> list:
-    """The captioner's assets; the evaluation's code version names `judge_label` (default: the environment's)."""
+def captioner_assets(judge_label: str) -> list:
+    """The captioner's assets; the evaluation's code version names `judge_label` (the judge_model resource's)."""
     return [captioner_training_pairs, contextual_captioner, build_evaluation_asset(judge_label)]
