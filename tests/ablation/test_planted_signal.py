@@ -116,3 +116,27 @@ def test_the_blocking_check_fails_when_a_benchmark_item_still_matches(tmp_path, 
     assert check.metadata["still_matching"].value == 3  # the copy in both mixes, the question in captions
     assert any("near_image of seed:5" in e for e in check.metadata["examples"].value)
     assert any("same_question of seed:0" in e for e in check.metadata["examples"].value)
+
+
+@pytest.mark.slow
+def test_the_tokens_budget(tmp_path, tiny_student, tokenizer_dir):
+    """budget=tokens: one pass over the mix's records, cycled, until the text tokens reach the budget."""
+    store, bench = tmp_path / "store", tmp_path / "seed-bench"
+    write_benchmark(bench, n=8)
+    write_chain(store, teach=True, per_shard=4)
+    defs = build_definitions(storage_root=store.as_uri(), tokenizer=str(tokenizer_dir))
+    with dg.instance_for_test() as instance:
+        register_chain(instance)
+        assert dg.materialize(list(defs.assets), selection=["benchmark_items", "decontaminated_mixes"],
+                              instance=instance, resources=defs.resources, run_config={"ops": {
+                                  "benchmark_items": {"config": {"source": str(bench), "test_fraction": 0.0}},
+                                  "decontaminated_mixes": {"config": {"mixes": ["leaky"]}}}}).success
+        run = dg.materialize(list(defs.assets), selection=["mix_finetune"], instance=instance, resources=defs.resources,
+                             partition_key="leaky", run_config={"ops": {"mix_finetune": {"config": {
+                                 "budget": "tokens", "budget_tokens": 1000}}}})
+        (event,) = [e for e in run.get_asset_materialization_events()]
+    meta = event.materialization.metadata
+    assert meta["budget"].value == "tokens" and meta["tokens"].value >= 1000
+    assert meta["unique_records"].value == 8 and meta["train_records"].value > 8  # the 8 records, cycled
+    # one pass over the records taken: ceil(records / batch of 8) optimiser steps
+    assert meta["steps"].value == -(-meta["train_records"].value // 8)

@@ -118,3 +118,13 @@ def test_the_leaky_check_is_an_error_only_with_the_gate_on():
     result = check_leaky({**failed, "enabled": False, "recommended": None}, dg.AssetKey("ablation_report"))
     assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
     assert check_leaky({**failed, "leaky_beats_base": True}, dg.AssetKey("ablation_report")).passed
+
+
+def test_the_tokens_budget_cycles_a_short_mix_and_stops_at_the_budget():
+    from viscon_dagster.core.ablation.mixes import token_budget_order
+
+    order, total = token_budget_order(["a", "b", "c"], [10, 20, 30], 75)
+    assert order == ["a", "b", "c", "a", "b"] and total == 90  # 60 then the second pass until ≥ 75
+    assert token_budget_order(["a", "b"], [50, 50], 40) == (["a"], 50)
+    with pytest.raises(ValueError, match="tokens budget"):
+        token_budget_order([], [], 10)

@@ -44,7 +44,7 @@ from viscon_dagster.core.ablation.decontam import (
     normalise_question,
     remaining_matches,
 )
-from viscon_dagster.core.ablation.mixes import BASE, BUDGETS
+from viscon_dagster.core.ablation.mixes import BASE, BUDGETS, token_budget_order
 from viscon_dagster.core.ablation.report import (
     MixScores,
     build_report,
@@ -346,11 +346,7 @@ def ablation_assets(spec: ChainSpec) -> Ablation:
 
             tok = AutoTokenizer.from_pretrained(base)
             lengths = [len(tok(" ".join(t["value"] for t in rec["conversations"]))["input_ids"]) for rec in records]
-            order, total, i = [], 0, 0
-            while total < config.budget_tokens:  # cycle through the mix until the budget is reached
-                order.append(records[i % len(records)])
-                total += lengths[i % len(records)]
-                i += 1
+            order, total = token_budget_order(records, lengths, config.budget_tokens)
             overrides.update(max_steps=-1, num_train_epochs=1)
             budget = {"budget": "tokens", "budget_tokens": config.budget_tokens, "tokens": total}
         key = hashlib.sha256(json.dumps([r.as_dict(), base_label, budget, [rec["id"] for rec in order]])
@@ -413,14 +409,17 @@ def ablation_assets(spec: ChainSpec) -> Ablation:
                                         viscon_home() / "models" / "ablation" / mix / info["sha"][:12])
         root = storage.root_path()
         rows = items.to_pylist()
-        images = [(root / row["image_path"]).read_bytes() for row in rows]
         t0 = time.perf_counter()
         scorer = Scorer(model_dir, device=config.device, bf16=r.bf16, do_image_splitting=r.do_image_splitting,
                         longest_edge=r.longest_edge)
-        try:
-            scored = scorer.score(rows, images, config.method, config.batch_size)
-        except ValueError as e:
-            raise dg.Failure(str(e)) from None
+        scored = []
+        for start in range(0, len(rows), 256):  # a benchmark's images are read a chunk at a time
+            chunk = rows[start:start + 256]
+            try:
+                scored += scorer.score(chunk, [(root / row["image_path"]).read_bytes() for row in chunk],
+                                       config.method, config.batch_size)
+            except ValueError as e:
+                raise dg.Failure(str(e)) from None
         wall = time.perf_counter() - t0
         fingerprint = benchmark_fingerprint(items)
         table = pa.Table.from_pylist([{**s, "mix": mix, "model": info["label"], "recipe": r.name,
