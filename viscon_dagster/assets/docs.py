@@ -1,4 +1,4 @@
-"""`filtered_docs`: one source shard → the documents worth captioning (PIPELINE.md stage 2)."""
+"""`filtered_docs`: one source shard → the documents worth captioning (stage 2 of the pipeline)."""
 
 import time
 from collections.abc import Mapping

@@ -8,7 +8,7 @@ lineage columns. Rules every record obeys (and `checks/conversation_checks.py` v
 * ids are unique and stable: `{image_sha256[:16]}-{doc_id[:8]}-{mix}-{n}` (n counts the records of
   one sample in one mix: 0, or 0/1 for `separate`; a sample repeated in the input gets the next n).
 
-Mixes (PIPELINE.md stage 8; the paper's comparison):
+Mixes (stage 8 of the pipeline; the paper's comparison):
   leaky          caption turn, then all of the image's Q&A, in ONE conversation (default)
   captions       caption turn only
   free_form      free-form Q&A only
@@ -89,12 +89,13 @@ def caption_instruction(sample_key: str, seed: int, pool: tuple[str, ...] = CAPT
     return pool[int.from_bytes(h[:8], "big") % len(pool)]
 
 
-def _clean(text: Any, dropped: Counter) -> str:
-    """Stripped text; a stray `<image>` written by a model becomes plain 'image'."""
+def without_image_token(text: Any, dropped: Counter | None = None) -> str:
+    """Stripped text; a stray `<image>` written by a model becomes plain 'image' (counted in `dropped`)."""
     if not isinstance(text, str):
         return ""
     if IMAGE_TOKEN in text:
-        dropped["image_token_in_text"] += 1
+        if dropped is not None:
+            dropped["image_token_in_text"] += 1
         text = text.replace(IMAGE_TOKEN, "image")
     return text.strip()
 
@@ -110,7 +111,7 @@ def _strip_letter(option: str, letter: str) -> str:
 def free_form_turns(items: Iterable[dict] | None, dropped: Counter) -> list[tuple[str, str]]:
     turns = []
     for item in items or []:
-        q, a = _clean(item.get("question"), dropped), _clean(item.get("answer"), dropped)
+        q, a = without_image_token(item.get("question"), dropped), without_image_token(item.get("answer"), dropped)
         if q and a:
             turns.append((q, a))
         else:
@@ -121,8 +122,8 @@ def free_form_turns(items: Iterable[dict] | None, dropped: Counter) -> list[tupl
 def mcq_turns(items: Iterable[dict] | None, dropped: Counter, answer_style: str = "letter") -> list[tuple[str, str]]:
     turns = []
     for item in items or []:
-        q = _clean(item.get("question"), dropped)
-        options = [_strip_letter(_clean(o, dropped), letter)
+        q = without_image_token(item.get("question"), dropped)
+        options = [_strip_letter(without_image_token(o, dropped), letter)
                    for letter, o in zip(MCQ_LETTERS, item.get("options") or [])]
         answer = (item.get("answer") or "").strip().upper()[:1]
         if (not q or len(item.get("options") or []) != len(MCQ_LETTERS) or not all(options)
@@ -182,8 +183,8 @@ def build_conversations(samples: pa.Table | Iterable[dict[str, Any]], mixes: Ite
         dropped = result.dropped_items
         key = f"{s['image_sha256']}:{s['doc_id']}"
         instruction = caption_instruction(key, seed)
-        caption_text = _clean(s.get("caption"), dropped)
-        nc_text = _clean(s.get("noncontextual_caption"), dropped)
+        caption_text = without_image_token(s.get("caption"), dropped)
+        nc_text = without_image_token(s.get("noncontextual_caption"), dropped)
         caption = [(instruction, caption_text)] if caption_text else []
         noncontextual = [(instruction, nc_text)] if nc_text else []
         free = free_form_turns(s.get("free_form"), dropped)

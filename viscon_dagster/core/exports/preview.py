@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 from upath import UPath
 
+from viscon_dagster.core.chain.conversations import IMAGE_TOKEN, without_image_token
 from viscon_dagster.core.exports.card import shareable_url
 from viscon_dagster.core.exports.storage_io import read_images
 from viscon_dagster.core.files.atomic import is_local, local_path, write_text_atomic
@@ -39,7 +40,6 @@ from viscon_dagster.core.files.parquet import partition_file
 DEFAULT_PER_MIX = 8
 THUMBNAIL_EDGE = 256
 PREVIEW_FILE = "preview.html"
-IMAGE_TOKEN = "<image>"
 LINEAGE = (("shard", "shard"), ("caption model", "caption_model"), ("caption prompt", "caption_prompt_version"),
            ("QA model", "qa_model"), ("QA prompt", "qa_prompt_version"))
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -159,10 +159,6 @@ def choose(tables: Iterable[tuple[str, pa.Table]], per_mix: int, seed: int = 0,
     return {mix: [(shard, rid) for _, shard, rid in best[mix]] for mix in sorted(best, key=lambda m: (m != "leaky", m))}
 
 
-def _clean(text: str | None) -> str:
-    return (text or "").replace(IMAGE_TOKEN, "image").strip()
-
-
 def _with_leakage(turns: list[dict], pairs: list[tuple[str, float | None]]) -> list[dict]:
     """Turns with the leakage of the Q&A pair each human turn asks (matched by its question text)."""
     out = []
@@ -200,7 +196,8 @@ def load_records(sources: PreviewSources, chosen: dict[str, list[tuple[str, str]
         qa = sources.read(sources.unique_qa_pairs, shard, ["doc_id", "image_sha256", "question", "leakage", "kept"])
         for q in (qa.to_pylist() if qa is not None else []):
             if q["kept"]:
-                pairs[(shard, q["doc_id"], q["image_sha256"])].append((_clean(q["question"]), q["leakage"]))
+                question = without_image_token(q["question"])
+                pairs[(shard, q["doc_id"], q["image_sha256"])].append((question, q["leakage"]))
     records = []
     for mix, picks in chosen.items():
         for shard, rid in picks:

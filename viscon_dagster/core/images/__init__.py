@@ -1,4 +1,4 @@
-"""Image acquisition (PIPELINE.md stage 3) in plain Python: fetch, guard, normalise, dedup, resume.
+"""Image acquisition (stage 3 of the pipeline) in plain Python: fetch, guard, normalise, dedup, resume.
 
 Entry point: `fetch_images(requests, store, settings, seen_url_counts, *, shard) -> ImageResult`
 (signature, outputs and failure modes in `acquire`'s docstring). Modules: `settings` (every knob),

@@ -45,7 +45,7 @@ from viscon_dagster.core.files.atomic import write_bytes_atomic
 from . import statuses as st
 from .dedup import find_duplicates, url_doc_counts
 from .fetch import HttpFetcher, read_local_file, read_s3_object
-from .journal import OUTCOME_SCHEMA, Journal
+from .journal import OUTCOME_SCHEMA, ImageJournal
 from .normalise import Normalised, NormaliseParams, normalise
 from .safety import Refused
 from .settings import PROCESS_POOL_MIN_URLS, ImageSettings
@@ -146,7 +146,7 @@ def _outcome(url: str, **values: Any) -> dict[str, Any]:
 class _Run:
     """State of one shard's acquisition run."""
 
-    def __init__(self, store: UPath, settings: ImageSettings, journal: Journal, n_urls: int):
+    def __init__(self, store: UPath, settings: ImageSettings, journal: ImageJournal, n_urls: int):
         self.store, self.s, self.journal = store, settings, journal
         self.params = NormaliseParams(settings.min_side, settings.max_aspect_ratio, settings.max_side,
                                       settings.jpeg_quality, settings.max_pixels, settings.allowed_formats,
@@ -274,7 +274,7 @@ async def afetch_images(requests: Iterable[ImageRequest], store: UPath, settings
     doc_count = {u: c + seen.get(u, 0) for u, c in shard_counts.items()}
     frequent = {u for u, c in doc_count.items() if c > s.frequent_url_docs} if s.drop_frequent_urls else set()
 
-    journal = Journal(store, shard, s.normalise_fingerprint())
+    journal = ImageJournal(store, shard, s.normalise_fingerprint())
     try:
         done = await asyncio.to_thread(journal.load)
     except Exception as e:

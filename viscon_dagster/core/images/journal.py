@@ -46,7 +46,7 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", name) or "_"
 
 
-class Journal:
+class ImageJournal:
     def __init__(self, store: UPath, shard: str, fingerprint: str):
         self.folder = store / "journal" / "images" / _safe(shard)
         self.fingerprint = fingerprint
