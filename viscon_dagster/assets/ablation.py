@@ -234,7 +234,11 @@ def ablation_assets(spec: ChainSpec) -> Ablation:
         shards = sorted(context.instance.get_materialized_partitions(spec.key("conversations")))
         if not shards:
             raise dg.Failure(f"no materialized shard of {spec.key('conversations').to_user_string()}")
-        holdout = HoldOut.from_dict(json.loads(storage.path(folder[bench_key], HOLDOUT).read_text()))
+        holdout_file = storage.path(folder[bench_key], HOLDOUT)
+        if not holdout_file.exists():
+            raise dg.Failure(f"{holdout_file} is missing: rematerialize {bench_key.to_user_string()} (it records "
+                             "which pages the mixes may not train on)")
+        holdout = HoldOut.from_dict(json.loads(holdout_file.read_text()))
         embed = None
         embeddings = None
         if config.embedding_threshold is not None:
