@@ -4,8 +4,9 @@ import dagster as dg
 import pytest
 
 from tests.conftest import materialize_partition
+from viscon_dagster.core.models.labels import is_local_path
 from viscon_dagster.definitions import build_definitions
-from viscon_dagster.resources.local_models import is_local_path, require_local_model
+from viscon_dagster.resources.local_models import require_local_model
 from viscon_dagster.resources.shard_source import record_shards
 
 

@@ -16,6 +16,7 @@ from viscon_dagster.assets.captioner import captioner_assets
 from viscon_dagster.assets.chain import Chain, build_chain
 from viscon_dagster.assets.spec import ChainSpec
 from viscon_dagster.automation import automation_sensors, obelics_shard_sensor, viscon_dead_runs
+from viscon_dagster.core.models.labels import model_label
 from viscon_dagster.dead_runs import with_run_lease
 from viscon_dagster.environment import (
     backend_options,
@@ -31,7 +32,6 @@ from viscon_dagster.resources.embedder import EmbedderResource
 from viscon_dagster.resources.hub import HubResource
 from viscon_dagster.resources.image_fetcher import ImageFetcherResource
 from viscon_dagster.resources.io_manager import ParquetIOManager
-from viscon_dagster.resources.local_models import model_label
 from viscon_dagster.resources.models import ModelBackend
 from viscon_dagster.resources.pipes import pipes_subprocess_client
 from viscon_dagster.resources.shard_source import ShardSourceResource

@@ -16,10 +16,10 @@ from tests.conftest import materialize_partition
 from tests.exports.llava_validator import validate_llava_file
 from viscon_dagster.core.chain.prompts import NONCONTEXTUAL
 from viscon_dagster.core.exports.versions import current_release_path
+from viscon_dagster.core.models.labels import model_label
 from viscon_dagster.definitions import RELEASE_JOB, SHARD_JOB, build_definitions
 from viscon_dagster.demo.tiny_models import build_tiny_models
 from viscon_dagster.environment import image_fetcher
-from viscon_dagster.resources.local_models import model_label
 from viscon_dagster.resources.models import OpenAIHTTPBackend, TransformersLocalBackend
 from viscon_dagster.resources.shard_source import record_shards
 

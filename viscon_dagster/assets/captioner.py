@@ -44,13 +44,14 @@ from viscon_dagster.core.chain.prompts import CAPTION
 from viscon_dagster.core.exports.split import DEFAULT_TEST_FRACTION
 from viscon_dagster.core.files.atomic import write_text_atomic
 from viscon_dagster.core.files.parquet import write_parquet
+from viscon_dagster.core.models.labels import model_label
 from viscon_dagster.core.models.request import ImageRef, SamplingParams
 from viscon_dagster.core.versions import code_version
 from viscon_dagster.gpu import GPU_ASSET_KWARGS
 from viscon_dagster.partitions import captioner_recipes
 from viscon_dagster.paths import models_dir, viscon_home
 from viscon_dagster.resources.captioner_backend import captioner_cache
-from viscon_dagster.resources.local_models import model_label, require_local_model
+from viscon_dagster.resources.local_models import require_local_model
 from viscon_dagster.resources.models import ModelBackend
 from viscon_dagster.resources.models.transformers_local import TransformersLocalBackend
 from viscon_dagster.resources.storage import StorageResource

@@ -8,8 +8,9 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from viscon_dagster.core.models.labels import model_label
 from viscon_dagster.paths import models_dir
-from viscon_dagster.resources.local_models import model_label, require_local_model
+from viscon_dagster.resources.local_models import require_local_model
 
 TOKENIZER_ENV = "VISCON_TOKENIZER"
 

@@ -27,9 +27,9 @@ from viscon_dagster.core.models.accounting import PriceTable, summarize
 from viscon_dagster.core.models.failures import FailureTally, redact
 from viscon_dagster.core.models.gc_tuning import gc_tuned_for_throughput
 from viscon_dagster.core.models.journal import Journal
+from viscon_dagster.core.models.labels import model_label
 from viscon_dagster.core.models.rejections import isolate
 from viscon_dagster.core.models.request import Request, Response
-from viscon_dagster.resources.local_models import model_label
 
 # `await emit(i, response)` returns False once the call is stopping (a fatal failure, or more failures
 # than tolerated): the backend then asks nothing more; what is in flight may finish and is journaled
