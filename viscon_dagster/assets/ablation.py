@@ -61,12 +61,13 @@ from viscon_dagster.core.exports.split import DEFAULT_TEST_FRACTION
 from viscon_dagster.core.exports.versions import ReleaseNotFound, current_release_path
 from viscon_dagster.core.files.atomic import write_bytes_atomic, write_text_atomic
 from viscon_dagster.core.files.parquet import ParquetStreamWriter, read_parquet, write_parquet
+from viscon_dagster.core.models.labels import model_label
 from viscon_dagster.core.versions import code_version
 from viscon_dagster.gpu import GPU_ASSET_KWARGS, gpu_run_tags
 from viscon_dagster.partitions import ablation_mixes
 from viscon_dagster.paths import models_dir, viscon_home
 from viscon_dagster.resources.embedder import EmbedderResource
-from viscon_dagster.resources.local_models import model_label, require_local_model
+from viscon_dagster.resources.local_models import require_local_model
 from viscon_dagster.resources.storage import StorageResource, upath_for
 
 TRAINING_MODULE = "viscon_dagster.training.train_captioner"
