@@ -217,3 +217,40 @@ def test_the_card_lists_only_the_configs_the_release_has(releases):
         assert "## Training with it" in card and "--image_folder $D/llava" in card and "SFTTrainer(" in card
         assert re.search(r'load_dataset\(".*/hf", "leaky"\)', card)
     assert f'load_dataset(".viscon/storage/viscon_1m_release/versions/{VERSION}/hf", "leaky")' in uneven
+
+
+def test_two_releases_share_a_datasets_cache_without_mixing_their_rows(releases, tmp_path, storage_root):
+    """Every release's folder is named `hf/` with the same configs: the cards' dataset_info (rows per split, and the
+    release and version named) keeps their cache entries apart, and `datasets` checks the rows against it."""
+    import shutil
+
+    from datasets import load_dataset
+    from datasets.exceptions import NonMatchingSplitsSizesError
+
+    cache = str(tmp_path / "shared-cache")
+    for name in ("full", "uneven", "full"):
+        version, summary = releases[name]
+        ds = load_dataset(str(version / "hf"), "qa", cache_dir=cache)
+        assert {s: ds[s].num_rows for s in ds} == summary.counts["hf"]["qa"], name
+    # the same records released again as a new version: a cache entry of its own, not the old version's
+    version, _ = releases["uneven"]
+    again = UPath(tmp_path / "viscon_1m_release" / "versions" / "20261202T101500.123Z-5e6f7a8b")
+    export_conversations([build_conversations(uneven_rows(), MIXES).table()], storage_root, again,
+                         formats=["hf"], test_fraction=UNEVEN_FRACTION, release_name="viscon_1m_release",
+                         version="20261202T101500.123Z-5e6f7a8b", pretty_name="VisCon-1M (reproduction)")
+    files = {load_dataset(str(v / "hf"), "leaky", cache_dir=cache)["train"].cache_files[0]["filename"]
+             for v in (version, Path(again.path))}
+    assert len(files) == 2
+    # a card whose rows do not match its files is refused
+    import yaml
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(version / "hf", tampered)
+    _, front, body = (tampered / "README.md").read_text().split("---\n", 2)
+    meta = yaml.safe_load(front)
+    (leaky,) = [i for i in meta["dataset_info"] if i["config_name"] == "leaky"]
+    assert leaky["description"] == f"VisCon-1M (reproduction) (viscon_1m_release) version {VERSION}: leaky"
+    leaky["splits"][0]["num_examples"] += 1
+    (tampered / "README.md").write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body)
+    with pytest.raises(NonMatchingSplitsSizesError):
+        load_dataset(str(tampered), "leaky", cache_dir=str(tmp_path / "cache2"))

@@ -13,8 +13,10 @@ import yaml
 from viscon_dagster.core.exports.usage import (
     config_entries,
     counts_table,
+    dataset_infos,
     empty_splits_note,
     mix_lines,
+    release_description,
     training_markdown,
 )
 
@@ -98,14 +100,17 @@ def _size_category(n: int) -> str:
     return "10M<n<100M"
 
 
-def front_matter(counts: dict[str, dict[str, int]], default_mix: str, pretty_name: str) -> dict[str, Any]:
-    """Every config the release has, each with its splits (usage.config_entries)."""
+def front_matter(counts: dict[str, dict[str, int]], default_mix: str, pretty_name: str,
+                 split_bytes: dict[tuple[str, str], int] | None = None,
+                 description: str | None = None) -> dict[str, Any]:
+    """Every config the release has, each with its splits and their rows (usage.config_entries, dataset_infos)."""
     configs = config_entries(counts, default_mix, "data/")
     total = max((sum(c.values()) for c in counts.values()), default=0)
     return {"license": "cc-by-4.0", "language": ["en"], "pretty_name": pretty_name,
             "task_categories": ["image-text-to-text", "visual-question-answering"],
             "tags": ["multimodal", "vision-language", "synthetic", "obelics", "viscon"],
-            "size_categories": [_size_category(total)], "configs": configs}
+            "size_categories": [_size_category(total)], "configs": configs,
+            "dataset_info": dataset_infos(counts, split_bytes or {}, description or pretty_name)}
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -134,14 +139,18 @@ def render_card(counts: dict[str, dict[str, int]], lineage: dict[str, list[str]]
                 leakage: dict[str, Any] | None = None, *, pretty_name: str = "VisCon (reproduction)",
                 default_mix: str = "leaky", notes: str = "", captioners: list[CaptionerLineage] | None = None,
                 version: str | None = None, formats: list[str] | None = None, release_name: str | None = None,
-                split_moves: dict[str, int] | None = None, banner: str = "") -> str:
+                split_moves: dict[str, int] | None = None, banner: str = "",
+                split_bytes: dict[tuple[str, str], int] | None = None) -> str:
     """counts: mix → split → records (the configs the release has); lineage: column → distinct values (models,
     prompt versions); version: the release version id; formats: the release's folders (for how to train on them);
-    split_moves: pages moved to a split so that every config holds both (core/exports/split.py); banner: a notice
+    split_moves: pages moved to a split so that every config holds both (core/exports/split.py); split_bytes:
+    (config, split) → bytes of its parquet files (the front matter's dataset_info); banner: a notice
     under the title (the ablation's "not recommended"); notes: sections before the citation (the ablation's)."""
     if default_mix not in counts and counts:
         default_mix = sorted(counts)[0]
-    yaml_text = yaml.safe_dump(front_matter(counts, default_mix, pretty_name), sort_keys=False, allow_unicode=True)
+    front = front_matter(counts, default_mix, pretty_name, split_bytes,
+                         release_description(pretty_name, release_name, version))
+    yaml_text = yaml.safe_dump(front, sort_keys=False, allow_unicode=True)
     training = training_markdown(sorted(counts), formats or ["hf"], default_mix=default_mix,
                                  release_name=release_name, version=version)
     model_rows = [[k, _values(vals)] for k, vals in lineage.items()]

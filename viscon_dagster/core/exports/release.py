@@ -158,12 +158,14 @@ def export_conversations(tables: Tables, root: UPath, out: UPath, *,
     if "llava" in active:
         write_text_atomic(out / "llava" / "README.md", llava_readme(summary.counts["llava"], **about))
     if "idefics" in active:
-        write_text_atomic(out / "idefics" / "README.md", idefics_readme(summary.counts["idefics"], **about))
+        write_text_atomic(out / "idefics" / "README.md", idefics_readme(
+            summary.counts["idefics"], split_bytes=_split_bytes(out / "idefics"), **about))
     if "hf" in active:
         captioners = [c for c in map(lambda label: captioner_lineage(root, label), sorted(lineage["caption_model"]))
                       if c is not None]
         card = render_card(summary.counts["hf"], {c: sorted(v) for c, v in lineage.items()}, leakage,
                            captioners=captioners, formats=list(active), split_moves=plan.metadata(), **about,
+                           split_bytes=_split_bytes(out / "hf" / "data"),
                            notes=card_notes, banner=card_banner)  # the ablation's section and verdict, if any
         write_text_atomic(out / "hf" / "README.md", card)
     for name in active:
@@ -171,6 +173,16 @@ def export_conversations(tables: Tables, root: UPath, out: UPath, *,
         summary.files[name] = [f"{name}/{rel}" for rel in sizes]
         summary.bytes[name] = sum(sizes.values())
     return summary
+
+
+def _split_bytes(folder: UPath) -> dict[tuple[str, str], int]:
+    """(mix, split) → bytes of the `<mix>/<split>-*.parquet` files below `folder`."""
+    sizes: Counter = Counter()
+    for rel, n in file_sizes(folder).items():
+        mix, _, name = rel.rpartition("/")
+        if name.endswith(".parquet") and "/" not in mix:
+            sizes[(mix, name.split("-", 1)[0])] += n
+    return dict(sizes)
 
 
 def captioner_lineage(root: UPath, label: str) -> CaptionerLineage | None:

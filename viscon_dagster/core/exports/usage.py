@@ -66,6 +66,17 @@ def config_entries(counts: dict[str, dict[str, int]], default_mix: str, prefix: 
     return configs
 
 
+def dataset_infos(counts: dict[str, dict[str, int]], split_bytes: dict[tuple[str, str], int],
+                  description: str) -> list[dict[str, Any]]:
+    """The front matter's `dataset_info`: each config's declared splits with their rows (and the bytes of their
+    files). `datasets` checks the rows it reads against them, and hashes them — with `description`, which names the
+    release and its version — into its cache key: without it two release folders (every one is named `hf/`, its
+    configs alike) share one cache entry, and loading a new version or the other release returns the old rows."""
+    return [{"config_name": mix, "description": f"{description}: {mix}",
+             "splits": [{"name": s, "num_bytes": split_bytes.get((mix, s), 0), "num_examples": n[s]}
+                        for s in SPLITS if n.get(s)]} for mix, n in sorted(counts.items())]
+
+
 def empty_splits_note(counts: dict[str, dict[str, int]]) -> str:
     """Where a config has no record in a split (it sits on a single page, or one split was asked for)."""
     empty = [f"`{m}` {s}" for m in sorted(counts) for s in SPLITS if not counts[m].get(s)]
@@ -160,9 +171,16 @@ In Python, `current_release_path(root, "{name}")` (`viscon_dagster.core.exports.
 version's folder for a local or S3 storage root."""
 
 
-def _front_matter(counts: dict[str, dict[str, int]], default_mix: str, pretty_name: str) -> str:
+def release_description(pretty_name: str, release_name: str | None, version: str | None) -> str:
+    parts = (pretty_name, release_name and f"({release_name})", version and f"version {version}")
+    return " ".join(x for x in parts if x)
+
+
+def _front_matter(counts: dict[str, dict[str, int]], default_mix: str, pretty_name: str,
+                  split_bytes: dict[tuple[str, str], int], description: str) -> str:
     front = {"pretty_name": f"{pretty_name} — Idefics chat format", "license": "cc-by-4.0",
-             "configs": config_entries(counts, default_mix, "")}
+             "configs": config_entries(counts, default_mix, ""),
+             "dataset_info": dataset_infos(counts, split_bytes, f"{description}, Idefics chat format")}
     return yaml.safe_dump(front, sort_keys=False, allow_unicode=True)
 
 
@@ -192,11 +210,14 @@ where a split has no records), in LLaVA's format — `{{"id", "image", "conversa
 
 
 def idefics_readme(counts: dict[str, dict[str, int]], *, pretty_name: str, default_mix: str = "leaky",
-                   release_name: str | None = None, version: str | None = None) -> str:
+                   release_name: str | None = None, version: str | None = None,
+                   split_bytes: dict[tuple[str, str], int] | None = None) -> str:
+    """`split_bytes`: (config, split) → bytes of its files."""
     mixes, default_mix = sorted(counts), _default(counts, default_mix)
+    description = release_description(pretty_name, release_name, version)
     version_line = f"Release version `{version}`.\n\n" if version else ""
     return f"""---
-{_front_matter(counts, default_mix, pretty_name)}---
+{_front_matter(counts, default_mix, pretty_name, split_bytes or {}, description)}---
 
 # {pretty_name} — Idefics chat format
 
