@@ -12,9 +12,9 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from viscon_dagster.assets.ablation import ablation_assets
-from viscon_dagster.assets.captioner import captioner_assets
+from viscon_dagster.assets.captioner import CAPTIONER, EVALUATION, captioner_assets
 from viscon_dagster.assets.chain import Chain, build_chain
-from viscon_dagster.assets.spec import ChainSpec
+from viscon_dagster.assets.spec import ChainSpec, teacher_chain
 from viscon_dagster.automation import automation_sensors, obelics_shard_sensor, viscon_dead_runs
 from viscon_dagster.core.models.labels import model_label
 from viscon_dagster.dead_runs import with_run_lease
@@ -26,7 +26,7 @@ from viscon_dagster.environment import (
     model_backend,
     s3_resource,
 )
-from viscon_dagster.partitions import obelics_shards, obelics_shards_1m
+from viscon_dagster.partitions import obelics_shards_1m
 from viscon_dagster.resources.captioner_backend import CaptionerBackend, captioner_recipe, version_label
 from viscon_dagster.resources.embedder import EmbedderResource
 from viscon_dagster.resources.hub import HubResource
@@ -48,13 +48,13 @@ def viscon_1m_spec(recipe: str) -> ChainSpec:
     upstream = dg.SpecificPartitionsPartitionMapping([recipe])
     return ChainSpec(partitions_def=obelics_shards_1m, key_prefix=("viscon_1m",), group="viscon_1m",
                      release_name="viscon_1m_release", caption_model_key="captioner_model",
-                     caption_deps=(dg.AssetDep("contextual_captioner", partition_mapping=upstream),
-                                   dg.AssetDep("captioner_evaluation", partition_mapping=upstream)))
+                     caption_deps=(dg.AssetDep(CAPTIONER, partition_mapping=upstream),
+                                   dg.AssetDep(EVALUATION, partition_mapping=upstream)))
 
 
 def chains(labels: dict[str, str] | None = None, recipe: str | None = None) -> list[Chain]:
     """Every chain this code location serves (a second one is one more `build_chain(ChainSpec(...), labels)`)."""
-    return [build_chain(ChainSpec(partitions_def=obelics_shards), labels),
+    return [build_chain(teacher_chain(), labels),
             build_chain(viscon_1m_spec(recipe or captioner_recipe()), labels)]
 
 

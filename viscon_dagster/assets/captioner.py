@@ -15,6 +15,7 @@ import dagster as dg
 import pyarrow as pa
 
 from viscon_dagster.assets.per_shard import config_defaults
+from viscon_dagster.assets.spec import teacher_chain
 from viscon_dagster.checks.captioner_checks import check_gate, check_split, gate_check_specs, split_check_spec
 from viscon_dagster.core.captioner.bootstrap import resample_indices
 from viscon_dagster.core.captioner.card import model_card
@@ -40,6 +41,7 @@ from viscon_dagster.core.captioner.scorecard import (
     markdown_table,
 )
 from viscon_dagster.core.captioner.weights import local_model_dir, upload_model_dir
+from viscon_dagster.core.chain.captions import TEACHER_DEFAULTS
 from viscon_dagster.core.chain.prompts import CAPTION
 from viscon_dagster.core.exports.split import DEFAULT_TEST_FRACTION
 from viscon_dagster.core.files.atomic import write_text_atomic
@@ -58,6 +60,7 @@ from viscon_dagster.resources.storage import StorageResource
 from viscon_dagster.resources.tokenizer import TokenizerResource
 
 GROUP = "captioner"
+TEACHER_CHAIN = teacher_chain()  # whose captions the student learns
 PAIRS = dg.AssetKey("captioner_training_pairs")
 CAPTIONER = dg.AssetKey("contextual_captioner")
 EVALUATION = dg.AssetKey("captioner_evaluation")
@@ -66,9 +69,9 @@ TRAINING_MODULE = "viscon_dagster.training.train_captioner"
 
 class PairsConfig(dg.Config):
     # the teacher's caption settings: the rebuilt request must match the fingerprint the caption row recorded
-    context_tokens: int = 1500
-    teacher_max_tokens: int = 384
-    teacher_temperature: float = 0.0
+    context_tokens: int = TEACHER_DEFAULTS.context_tokens
+    teacher_max_tokens: int = TEACHER_DEFAULTS.max_tokens
+    teacher_temperature: float = TEACHER_DEFAULTS.temperature
     test_fraction: float = DEFAULT_TEST_FRACTION  # the release's split (viscon_100k_release config)
     split_seed: int = 0
 
@@ -80,15 +83,15 @@ def pairs_version() -> str:
 
 @dg.asset(key=PAIRS, group_name=GROUP, kinds={"parquet"},
           code_version=pairs_version(),
-          deps=[dg.AssetDep("captions")], check_specs=[split_check_spec(PAIRS)],
+          deps=[dg.AssetDep(TEACHER_CHAIN.key("captions"))], check_specs=[split_check_spec(PAIRS)],
           description="Each usable teacher caption with the exact request the teacher saw (rebuilt by the chain's "
                       "code, checked against its fingerprint), split train / held-out by the release's page-URL hash.")
 def captioner_training_pairs(context: dg.AssetExecutionContext, config: PairsConfig, storage: StorageResource,
                              tokenizer: TokenizerResource):
     count = lambda text: tokenizer.count_tokens([text])[0]  # noqa: E731
     params = SamplingParams(max_tokens=config.teacher_max_tokens, temperature=config.teacher_temperature)
-    built = build_pairs(storage.root_path(), params, count, config.context_tokens, config.test_fraction,
-                        config.split_seed)
+    built = build_pairs(storage.root_path(), lambda name: TEACHER_CHAIN.key(name).path, params, count,
+                        config.context_tokens, config.test_fraction, config.split_seed)
     table = built.table()
     write_parquet(built.skipped_table(), storage.path("captioner_training_pairs_skipped.parquet"))
     splits = table.column("split").to_pylist()

@@ -24,7 +24,13 @@ from viscon_dagster.assets.spec import ChainSpec
 from viscon_dagster.checks.caption_checks import captions_check_spec, check_captions
 from viscon_dagster.checks.conversation_checks import check_conversations, conversations_check_spec
 from viscon_dagster.checks.qa_checks import check_qa, qa_check_spec
-from viscon_dagster.core.chain.captions import CAPTIONS_SCHEMA, caption_jobs, caption_request, caption_rows
+from viscon_dagster.core.chain.captions import (
+    CAPTIONS_SCHEMA,
+    TEACHER_DEFAULTS,
+    caption_jobs,
+    caption_request,
+    caption_rows,
+)
 from viscon_dagster.core.chain.conversations import MIXES, build_conversations
 from viscon_dagster.core.chain.image_samples import image_samples
 from viscon_dagster.core.chain.leakage import leakage_summary
@@ -44,9 +50,9 @@ from viscon_dagster.resources.tokenizer import TokenizerResource
 warnings.filterwarnings("ignore", message=".*`backfill_policy`.*beta", category=dg.BetaWarning)
 
 class CaptionConfig(dg.Config):
-    context_tokens: int = 1500   # token budget of the page context around the image
-    max_tokens: int = 384        # longest caption
-    temperature: float = 0.0
+    context_tokens: int = TEACHER_DEFAULTS.context_tokens  # token budget of the page context around the image
+    max_tokens: int = TEACHER_DEFAULTS.max_tokens          # longest caption
+    temperature: float = TEACHER_DEFAULTS.temperature
     min_chars: int = 20
     max_chars: int = 4000
 

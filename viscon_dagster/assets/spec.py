@@ -60,3 +60,10 @@ class ChainSpec:
     def sibling(self, name: str) -> str:
         """The storage folder of one of this chain's assets (`viscon_1m/captions`)."""
         return "/".join(self.key(name).path)
+
+
+def teacher_chain() -> ChainSpec:
+    """VisCon-100K: the chain the teacher captions (keys unprefixed), whose captions train the captioner."""
+    from viscon_dagster.partitions import obelics_shards
+
+    return ChainSpec(partitions_def=obelics_shards)

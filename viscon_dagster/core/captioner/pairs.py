@@ -10,12 +10,12 @@ held-out page is dropped from train (recorded), so no image is seen in training 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from viscon_dagster.core.chain.captions import caption_jobs, caption_request
+from viscon_dagster.core.chain.captions import TEACHER_DEFAULTS, caption_jobs, caption_request
 from viscon_dagster.core.exports.split import DEFAULT_TEST_FRACTION, split_for
 from viscon_dagster.core.files.parquet import list_parquet, partition_file, read_parquet
 from viscon_dagster.core.models.request import ImageRef, Request, SamplingParams
@@ -45,9 +45,13 @@ class PairsBuild:
         return pa.Table.from_pylist(self.skipped, schema=SKIPS_SCHEMA)
 
 
-def caption_shards(root) -> list[str]:
+# a stage's storage folder in the teacher's chain, e.g. "captions" -> ["captions"] (the chain's asset key path)
+Folder = Callable[[str], Sequence[str]]
+
+
+def caption_shards(root, folder: Folder) -> list[str]:
     """The shards whose teacher captions are materialized in storage."""
-    return [p.name.removesuffix(".parquet") for p in list_parquet(root / "captions")]
+    return [p.name.removesuffix(".parquet") for p in list_parquet(root.joinpath(*folder("captions")))]
 
 
 def pair_request(pair: dict, image: ImageRef, params: SamplingParams) -> Request:
@@ -62,14 +66,14 @@ def _texts(req: Request) -> tuple[str, str]:
     return system, "".join(p.text or "" for p in user.parts() if p.type == "text")
 
 
-def build_pairs(root, teacher_params: SamplingParams, count: Callable[[str], int] | None = None,
-                context_tokens: int = 1500, test_fraction: float = DEFAULT_TEST_FRACTION,
+def build_pairs(root, folder: Folder, teacher_params: SamplingParams, count: Callable[[str], int] | None = None,
+                context_tokens: int = TEACHER_DEFAULTS.context_tokens, test_fraction: float = DEFAULT_TEST_FRACTION,
                 split_seed: int = 0) -> PairsBuild:
-    out = PairsBuild(shards=caption_shards(root))
+    out = PairsBuild(shards=caption_shards(root, folder))
     for shard in out.shards:
-        captions = read_parquet(partition_file(root, ["captions"], shard))
-        docs = read_parquet(partition_file(root, ["filtered_docs"], shard))
-        images = read_parquet(partition_file(root, ["images"], shard))
+        captions = read_parquet(partition_file(root, folder("captions"), shard))
+        docs = read_parquet(partition_file(root, folder("filtered_docs"), shard))
+        images = read_parquet(partition_file(root, folder("images"), shard))
         jobs = {(j.doc_id, j.position): j
                 for j in caption_jobs(docs, images, shard, True, context_tokens, count)}
         for row in captions.to_pylist():

@@ -35,6 +35,19 @@ CAPTION_STATUSES = ("ok", "refused", "unparsable", "error", "empty", "too_short"
 
 
 @dataclass(frozen=True)
+class CaptionSettings:
+    """What shapes a caption request besides the page and the image: the context's token budget around the image,
+    the longest caption, the temperature. The chain's captions and the captioner's pairs (which rebuild the
+    teacher's requests, fingerprint for fingerprint) both start from these defaults."""
+    context_tokens: int = 1500
+    max_tokens: int = 384
+    temperature: float = 0.0
+
+
+TEACHER_DEFAULTS = CaptionSettings()
+
+
+@dataclass(frozen=True)
 class CaptionJob:
     """One kept image and the context of the page it sits in."""
 
