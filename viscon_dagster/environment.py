@@ -96,14 +96,15 @@ def model_backend(role: str) -> ModelBackend:
     return cls(model=model, **options)
 
 
-EXECUTORS = ("multiprocess", "in_process", "k8s")
+EXECUTORS = ("multiprocess", "in_process", "k8s", "ecs")
 
 
 def executor_from_env():
     """VISCON_EXECUTOR: `multiprocess` (Dagster's default: steps in subprocesses of the run), `in_process`
     (steps in the run's own process: saves each step's ~5 s of imports; a run's per-shard steps form a chain,
-    so they run one after another either way) or `k8s` (dagster-k8s' k8s_job_executor: each step in its own
-    pod, so GPU steps get GPU pods; deploy/helm)."""
+    so they run one after another either way), `k8s` (dagster-k8s' k8s_job_executor: each step in its own
+    pod, so GPU steps get GPU pods; deploy/helm) or `ecs` (dagster-aws' ecs_executor: each step its own ECS task,
+    GPU steps on the GPU task definition; deploy/ecs)."""
     kind = os.environ.get("VISCON_EXECUTOR", "multiprocess").strip() or "multiprocess"
     if kind not in EXECUTORS:
         raise SettingError(f"VISCON_EXECUTOR={kind!r}: use one of {', '.join(EXECUTORS)}")
@@ -111,6 +112,10 @@ def executor_from_env():
         return None
     if kind == "in_process":
         return dg.in_process_executor
+    if kind == "ecs":
+        from dagster_aws.ecs import ecs_executor
+
+        return ecs_executor
     try:
         from dagster_k8s import k8s_job_executor
     except ImportError:

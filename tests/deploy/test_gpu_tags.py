@@ -6,14 +6,19 @@ import dagster as dg
 from viscon_dagster import gpu
 
 
-def test_gpu_run_tags_are_strings_the_ecs_launcher_can_parse():
+def test_gpu_run_tags_route_no_whole_run_to_a_gpu():
     tags = gpu.gpu_run_tags()
-    assert all(isinstance(v, str) for v in tags.values())
-    assert tags[gpu.ACCELERATOR_TAG] == gpu.ACCELERATOR_GPU
-    gpu_request = {"resourceRequirements": [{"type": "GPU", "value": "1"}]}
-    assert json.loads(tags[gpu.ECS_CONTAINER_OVERRIDES_TAG]) == gpu_request
-    assert json.loads(tags[gpu.ECS_RUN_TASK_KWARGS_TAG])["capacityProviderStrategy"][0]["capacityProvider"]
+    assert tags == {gpu.ACCELERATOR_TAG: gpu.ACCELERATOR_GPU}  # ECS routing is per step (ECS_GPU_OP_TAGS)
     dg.DagsterRun(job_name="j", tags=tags)  # valid Dagster run tags
+
+
+def test_ecs_gpu_op_tags_are_strings_the_ecs_executor_can_parse():
+    tags = gpu.ECS_GPU_OP_TAGS
+    assert all(isinstance(v, str) for v in tags.values())
+    one_gpu = {"resourceRequirements": [{"type": "GPU", "value": "1"}]}
+    assert json.loads(tags[gpu.ECS_CONTAINER_OVERRIDES_TAG]) == one_gpu
+    assert json.loads(tags[gpu.ECS_RUN_TASK_KWARGS_TAG])["capacityProviderStrategy"][0]["capacityProvider"] == \
+        gpu.ECS_GPU_CAPACITY_PROVIDER
 
 
 def test_gpu_assets_carry_the_pool_and_tags_from_gpu_module():
@@ -24,5 +29,7 @@ def test_gpu_assets_carry_the_pool_and_tags_from_gpu_module():
     for a in gpu_assets:
         assert a.op.tags[gpu.K8S_CONFIG_TAG] == gpu.K8S_GPU_OP_TAGS[gpu.K8S_CONFIG_TAG] or \
             json.loads(a.op.tags[gpu.K8S_CONFIG_TAG]) == gpu.K8S_GPU_OP_TAGS[gpu.K8S_CONFIG_TAG]
+        for name, value in gpu.ECS_GPU_OP_TAGS.items():
+            assert a.op.tags[name] == value
         for key in a.keys:
             assert a.tags_by_key[key][gpu.ACCELERATOR_TAG] == gpu.ACCELERATOR_GPU

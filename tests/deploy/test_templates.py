@@ -28,56 +28,29 @@ def load(name: str):
     return yaml.safe_load((DEPLOY / name).read_text())
 
 
-def helm_instance(values: dict, kubeconfig: Path) -> dict:
-    """The dagster.yaml Dagster's chart renders from the values we set (its templates'
-    helpers/instance/_run-launcher.tpl, _concurrency.tpl and configmap-instance.yaml, for these keys only);
-    in-cluster config is swapped for a kubeconfig since no cluster runs here. Storage stays SQLite: the
-    Postgres part is deploy/dagster.yaml's, tested on a real server in tests/postgres."""
-    k8s = values["runLauncher"]["config"]["k8sRunLauncher"]
-    daemon = values["dagsterDaemon"]
-    runs, pools = values["concurrency"]["runs"], values["concurrency"]["pools"]
-    s3_logs = values["computeLogManager"]["config"]["s3ComputeLogManager"]
-    return {
-        "run_launcher": {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": {
-            "load_incluster_config": False, "kubeconfig_file": str(kubeconfig), "job_namespace": "viscon",
-            "image_pull_policy": k8s["imagePullPolicy"], "service_account_name": values["global"]["serviceAccountName"],
-            "dagster_home": {"env": "DAGSTER_HOME"}, "instance_config_map": {"env": "DAGSTER_K8S_INSTANCE_CONFIG_MAP"},
-            "postgres_password_secret": {"env": "DAGSTER_K8S_PG_PASSWORD_SECRET"},
-            "env_config_maps": [{"env": "DAGSTER_K8S_PIPELINE_RUN_ENV_CONFIGMAP"}],
-            "env_secrets": [s["name"] for s in k8s["envSecrets"]],
-            "run_k8s_config": {"container_config": k8s["runK8sConfig"]["containerConfig"]},
-        }},
-        "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator",
-                            "config": daemon["runCoordinator"]["config"]["queuedRunCoordinator"]},
-        "concurrency": {"runs": {"max_concurrent_runs": runs["maxConcurrentRuns"],
-                                 "tag_concurrency_limits": runs["tagConcurrencyLimits"]},
-                        "pools": {"default_limit": pools["defaultLimit"], "granularity": pools["granularity"]}},
-        "compute_logs": {"module": "dagster_aws.s3.compute_log_manager", "class": "S3ComputeLogManager",
-                         "config": {"bucket": s3_logs["bucket"], "prefix": s3_logs["prefix"],
-                                    "region": s3_logs["region"]}},
-        "run_monitoring": {"enabled": True, "start_timeout_seconds": daemon["runMonitoring"]["startTimeoutSeconds"],
-                           "poll_interval_seconds": daemon["runMonitoring"]["pollIntervalSeconds"],
-                           "free_slots_after_run_end_seconds": daemon["runMonitoring"]["freeSlotsAfterRunEndSeconds"]},
-        "run_retries": {"enabled": daemon["runRetries"]["enabled"], "max_retries": daemon["runRetries"]["maxRetries"],
-                        "retry_on_asset_or_op_failure": daemon["runRetries"]["retryOnAssetOrOpFailure"]},
-        "telemetry": {"enabled": values["telemetry"]["enabled"]},
-    }
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w.title() for w in rest)
 
 
 @pytest.fixture
-def k8s_instance(tmp_path, monkeypatch):
+def k8s_launcher(tmp_path):
+    """The K8sRunLauncher of deploy/helm/values.yaml's `runLauncher` (the keys the chart passes through: its
+    runK8sConfig, envSecrets, imagePullPolicy); the chart itself renders it in test_rendered.py where the chart is
+    at hand. A kubeconfig for an unused loopback address stands in for the in-cluster config."""
     pytest.importorskip("dagster_k8s", reason="dagster-k8s is in the [dev] and [deploy] extras")
+    from dagster_k8s import K8sRunLauncher
+
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(KUBECONFIG)
-    for var, value in [("DAGSTER_K8S_INSTANCE_CONFIG_MAP", "viscon-dagster-instance"),
-                       ("DAGSTER_K8S_PG_PASSWORD_SECRET", "dagster-postgresql-secret"),
-                       ("DAGSTER_K8S_PIPELINE_RUN_ENV_CONFIGMAP", "viscon-dagster-pipeline-env")]:
-        monkeypatch.setenv(var, value)  # the chart sets these in its pods
-    home = tmp_path / "k8s_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(yaml.safe_dump(helm_instance(load("helm/values.yaml"), kubeconfig)))
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        yield instance
+    values = load("helm/values.yaml")
+    k8s = values["runLauncher"]["config"]["k8sRunLauncher"]
+    return K8sRunLauncher(
+        service_account_name=values["global"]["serviceAccountName"], instance_config_map="viscon-dagster-instance",
+        dagster_home="/opt/dagster/dagster_home", job_namespace="viscon", load_incluster_config=False,
+        kubeconfig_file=str(kubeconfig), image_pull_policy=k8s["imagePullPolicy"],
+        env_secrets=[s["name"] for s in k8s["envSecrets"]],
+        run_k8s_config={"container_config": k8s["runK8sConfig"]["containerConfig"]})
 
 
 def gpu_step_tags() -> dict:
@@ -88,28 +61,17 @@ def gpu_step_tags() -> dict:
     return dict(captions.op.tags)
 
 
-def test_the_k8s_run_launcher_builds_from_the_helm_values(k8s_instance):
-    from dagster_k8s import K8sRunLauncher
-
-    launcher = k8s_instance.run_launcher
-    assert isinstance(launcher, K8sRunLauncher)
-    assert launcher.env_secrets == ["viscon-secrets"] and launcher.job_namespace == "viscon"
-    assert k8s_instance.run_retries_max_retries == 2 and k8s_instance.run_monitoring_enabled
-    assert k8s_instance.get_concurrency_config().pool_config.default_pool_limit == 16
-    assert k8s_instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 300  # pool slots come back
-
-
-def test_a_gpu_step_pod_asks_for_a_gpu_on_gpu_nodes(k8s_instance):
+def test_a_gpu_step_pod_asks_for_a_gpu_on_gpu_nodes(k8s_launcher):
     """The pod k8s_job_executor builds for the captions step: run launcher config, then the step's
     `dagster-k8s/config` op tag (as dagster_k8s.executor.K8sStepHandler merges them)."""
     from dagster_k8s.container_context import K8sContainerContext
     from dagster_k8s.job import construct_dagster_k8s_job, get_user_defined_k8s_config
 
     run = dg.DagsterRun(job_name="__ASSET_JOB", run_id="0123abcd-0000-0000-0000-000000000000")
-    context = K8sContainerContext.create_for_run(run, k8s_instance.run_launcher, include_run_tags=False)
+    context = K8sContainerContext.create_for_run(run, k8s_launcher, include_run_tags=False)
     context = context.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(gpu_step_tags())))
     job_config = context.get_k8s_job_config("registry.example.com/viscon-dagster-gpu:0.1.0",
-                                            k8s_instance.run_launcher)
+                                            k8s_launcher)
     job = construct_dagster_k8s_job(job_config, ["dagster", "api", "execute_step"], "dagster-step-captions",
                                     user_defined_k8s_config=context.run_k8s_config, component="step_worker")
     pod = job.spec.template.spec
@@ -123,13 +85,14 @@ def test_a_gpu_step_pod_asks_for_a_gpu_on_gpu_nodes(k8s_instance):
          "toleration_seconds": None}]
     assert {e.secret_ref.name for e in container.env_from if e.secret_ref} == {"viscon-secrets"}
 
-    cpu_context = K8sContainerContext.create_for_run(run, k8s_instance.run_launcher, include_run_tags=False)
-    cpu_pod = construct_dagster_k8s_job(cpu_context.get_k8s_job_config("img:1", k8s_instance.run_launcher),
+    cpu_context = K8sContainerContext.create_for_run(run, k8s_launcher, include_run_tags=False)
+    cpu_pod = construct_dagster_k8s_job(cpu_context.get_k8s_job_config("img:1", k8s_launcher),
                                         ["dagster"], "dagster-step-docs", component="step_worker",
                                         user_defined_k8s_config=cpu_context.run_k8s_config).spec.template.spec
     assert gpu.K8S_GPU_RESOURCE not in (cpu_pod.containers[0].resources.limits or {})  # CPU steps: no GPU
 
 
+@pytest.mark.slow
 def test_the_ecs_run_launcher_builds_from_the_template_and_gpu_runs_get_a_gpu(tmp_path, monkeypatch, s3_server):
     """The launcher looks its task definition up when it starts: ECS is moto's server on loopback, holding
     deploy/ecs's two task definitions."""
@@ -153,15 +116,58 @@ def test_the_ecs_run_launcher_builds_from_the_template_and_gpu_runs_get_a_gpu(tm
         assert launcher.task_definition.endswith(":task-definition/viscon-cpu-run:1")  # looked up on ECS
         assert launcher.container_name == "run"
         assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 300  # pool slots come back
-        # what launch_run adds to RunTask for a run (dagster_aws.ecs.launcher: its tag handling)
+        # a GPU asset's run: its run tags route nothing (the run's worker and CPU steps stay on Fargate)
         gpu_run = dg.DagsterRun(job_name="__ASSET_JOB", tags=gpu.gpu_run_tags())
-        assert launcher._get_container_overrides(gpu_run) == {"resourceRequirements": [{"type": "GPU", "value": "1"}]}
-        kwargs = launcher._get_run_task_kwargs_from_run(gpu_run)
-        assert kwargs["taskDefinition"] == gpu.ECS_GPU_TASK_DEFINITION
-        assert kwargs["capacityProviderStrategy"][0]["capacityProvider"] == gpu.ECS_GPU_CAPACITY_PROVIDER
-        cpu_run = dg.DagsterRun(job_name="__ASSET_JOB")
-        assert launcher._get_container_overrides(cpu_run) == {}
-        assert launcher._get_run_task_kwargs_from_run(cpu_run) == {}
+        assert launcher._get_container_overrides(gpu_run) == {}
+        assert launcher._get_run_task_kwargs_from_run(gpu_run) == {}
+        assert "launchType" not in launcher.run_task_kwargs  # see test_a_gpu_steps_ecs_task_asks_for_a_gpu
+
+
+def ecs_step_kwargs(step_tags: dict) -> dict:
+    """What dagster_aws.ecs.executor.EcsStepHandler merges into RunTask for a step: the launcher's run_task_kwargs,
+    then the step's `ecs/run_task_kwargs` tag (its _get_run_task_kwargs); `ecs/container_overrides` goes into the
+    run container's overrides (its _get_container_overrides)."""
+    config = load("ecs/dagster.yaml")["run_launcher"]["config"]
+    kwargs = {"taskDefinition": config["task_definition"], **config["run_task_kwargs"]}
+    if step_tags.get(gpu.ECS_RUN_TASK_KWARGS_TAG):
+        kwargs = {**kwargs, **json.loads(step_tags[gpu.ECS_RUN_TASK_KWARGS_TAG])}
+    overrides = json.loads(step_tags.get(gpu.ECS_CONTAINER_OVERRIDES_TAG) or "{}")
+    kwargs["overrides"] = {"containerOverrides": [{"name": config["container_name"], "command": ["dagster", "api"],
+                                                   **overrides}]}
+    return kwargs
+
+
+def test_a_gpu_steps_ecs_task_asks_for_a_gpu_and_a_cpu_step_does_not():
+    """Under VISCON_EXECUTOR=ecs each step is a task: the captions step's on the GPU task definition and capacity
+    provider with one GPU, a CPU step's on Fargate; RunTask's own input shape (botocore) accepts both (it refuses
+    launchType beside a capacityProviderStrategy, hence no launchType in the template)."""
+    from botocore.session import get_session
+    from botocore.validate import ParamValidator
+
+    shape = get_session().get_service_model("ecs").operation_model("RunTask").input_shape
+    gpu_kwargs = ecs_step_kwargs(gpu_step_tags())
+    assert gpu_kwargs["taskDefinition"] == gpu.ECS_GPU_TASK_DEFINITION
+    assert gpu_kwargs["capacityProviderStrategy"] == [{"capacityProvider": gpu.ECS_GPU_CAPACITY_PROVIDER, "weight": 1}]
+    container = gpu_kwargs["overrides"]["containerOverrides"][0]
+    assert container["resourceRequirements"] == [{"type": "GPU", "value": "1"}]
+    cpu_kwargs = ecs_step_kwargs({})
+    assert cpu_kwargs["taskDefinition"] == "viscon-cpu-run"
+    assert cpu_kwargs["capacityProviderStrategy"][0]["capacityProvider"] == "FARGATE"
+    assert "resourceRequirements" not in cpu_kwargs["overrides"]["containerOverrides"][0]
+    for kwargs in (gpu_kwargs, cpu_kwargs):
+        report = ParamValidator().validate(kwargs, shape)
+        assert not report.has_errors(), report.generate_report()
+        assert not ("launchType" in kwargs and "capacityProviderStrategy" in kwargs)
+
+
+def test_the_ecs_executor_is_chosen_by_the_environment(monkeypatch):
+    from viscon_dagster.environment import executor_from_env
+
+    monkeypatch.setenv("VISCON_EXECUTOR", "ecs")
+    assert executor_from_env().name == "ecs"
+    env = {e.split("=")[0]: e.partition("=")[2] for e in
+           load("ecs/dagster.yaml")["run_launcher"]["config"]["env_vars"]}
+    assert env["VISCON_EXECUTOR"] == "ecs"  # the ECS template's runs launch their steps as tasks
 
 
 def test_the_production_instance_gives_back_the_pool_slots_of_ended_runs(tmp_path):
@@ -174,13 +180,6 @@ def test_the_production_instance_gives_back_the_pool_slots_of_ended_runs(tmp_pat
 
 
 def test_templates_and_code_agree_on_gpu_names():
-    values = load("helm/values.yaml")
-    assert values["concurrency"]["pools"]["defaultLimit"] >= 1
-    assert {"key": gpu.ACCELERATOR_TAG, "value": gpu.ACCELERATOR_GPU, "limit": 16} in \
-        values["concurrency"]["runs"]["tagConcurrencyLimits"]
-    for path in ["dagster.yaml", "ecs/dagster.yaml"]:
-        limits = load(path)["concurrency"]["runs"]["tag_concurrency_limits"]
-        assert {"key": gpu.ACCELERATOR_TAG, "value": gpu.ACCELERATOR_GPU, "limit": 16} in limits, path
     gpu_task = json.loads((DEPLOY / "ecs/gpu-task-definition.json").read_text())
     assert gpu_task["family"] == gpu.ECS_GPU_TASK_DEFINITION and gpu_task["requiresCompatibilities"] == ["EC2"]
     (container,) = gpu_task["containerDefinitions"]
@@ -194,3 +193,28 @@ def test_templates_and_code_agree_on_gpu_names():
     vllm_pin = next(line for line in (DEPLOY.parent / "constraints-gpu.txt").read_text().splitlines()
                     if line.startswith("vllm=="))
     assert pod["containers"][0]["image"] == f"vllm/vllm-openai:v{vllm_pin.split('==')[1]}"
+
+
+def test_every_template_holds_the_one_instance_policy():
+    """deploy/dagster.yaml, deploy/ecs/dagster.yaml and the Helm values carry instance_policy's run queue and run
+    monitoring at its PRODUCTION sizes, name no `pools.default_limit` (it caps every pool), and each deployment
+    sets the `gpu` pool's limit in the database to PRODUCTION.gpus."""
+    from viscon_dagster.instance_policy import PRODUCTION, concurrency, run_monitoring
+
+    for path in ["dagster.yaml", "ecs/dagster.yaml"]:
+        config = load(path)
+        assert config["concurrency"] == concurrency(PRODUCTION), path
+        assert config["run_monitoring"] == run_monitoring(PRODUCTION), path
+    values = load("helm/values.yaml")
+    runs = concurrency(PRODUCTION)["runs"]
+    assert values["concurrency"] == {"runs": {camel(k): v for k, v in runs.items()}}  # no pools
+    assert values["dagsterDaemon"]["runMonitoring"] == {camel(k): v for k, v in run_monitoring(PRODUCTION).items()}
+    assert values["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
+
+    job = load("k8s/gpu-pool-limit-job.yaml")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["dagster", "instance", "concurrency", "set", gpu.GPU_POOL, str(PRODUCTION.gpus)]
+    daemon = json.loads((DEPLOY / "ecs/daemon-task-definition.json").read_text())["containerDefinitions"][0]
+    assert f'dagster instance concurrency set {gpu.GPU_POOL} "$VISCON_GPU_POOL_LIMIT" && exec dagster-daemon run' \
+        in daemon["command"][-1]
+    assert {"name": "VISCON_GPU_POOL_LIMIT", "value": str(PRODUCTION.gpus)} in daemon["environment"]
