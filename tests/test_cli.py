@@ -23,6 +23,7 @@ def run_viscon(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Co
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_register_on_s3_with_aws_variables(tmp_path, sample_dir, s3_server, s3_bucket):
     bucket, client = s3_bucket
     for shard in sorted((sample_dir / "shards").glob("*.parquet")):
@@ -52,6 +53,7 @@ BAD_ROOTS = {
 }
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_bad_storage_root_before_writing_anything(tmp_path, sample_dir):
     cwd = tmp_path / "work"
     cwd.mkdir()
@@ -66,6 +68,7 @@ def test_cli_refuses_a_bad_storage_root_before_writing_anything(tmp_path, sample
 
 
 @pytest.mark.parametrize("source", ["no/such/folder", "file:///no/such/folder"])
+@pytest.mark.slow
 def test_registering_a_folder_that_does_not_exist_says_what_was_looked_for(tmp_path, source):
     done = run_viscon(["shards", "register", source], {"VISCON_STORAGE_ROOT": (tmp_path / "store").as_uri()}, tmp_path)
     assert done.returncode == 2, done.stderr
@@ -75,6 +78,7 @@ def test_registering_a_folder_that_does_not_exist_says_what_was_looked_for(tmp_p
     assert "/no/such/folder" in message and "a folder of OBELICS parquet files" in message
 
 
+@pytest.mark.slow
 def test_dagster_refuses_to_load_definitions_with_a_bad_storage_root(tmp_path):
     done = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate",
                            "-m", "viscon_dagster.definitions"], env={**os.environ, "VISCON_STORAGE_ROOT": "ftp://x/y"},

@@ -106,6 +106,7 @@ def test_definitions_validate():
     dg.Definitions.validate_loadable(build_definitions(storage_root="s3://bucket/prefix"))
 
 
+@pytest.mark.slow
 def test_dagster_cli_validates_the_workspace():
     """What `dagster dev` loads: the code location named in workspace.yaml."""
     import subprocess

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
+import pytest
 
 from tests.conftest import free_port
 from tests.test_webserver import ALL_ASSETS, asset_nodes
+
+pytestmark = pytest.mark.slow  # real servers, daemons or training: the slow tier
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -20,6 +20,7 @@ def step_failure_message(result) -> str:
     return "\n".join(messages)
 
 
+@pytest.mark.slow
 def test_fresh_home_without_tiny_models_names_the_command(tmp_path, sample_dir):
     # VISCON_HOME is a fresh folder (conftest): the default tokenizer, the tiny LM, was never built
     defs = build_definitions(storage_root=(tmp_path / "store").as_uri())
@@ -46,6 +47,7 @@ def test_existing_folder_passes_and_a_hub_id_is_left_to_the_hub(tmp_path):
         require_local_model(str(tmp_path / "missing"), "the model", "VISCON_CAPTION_MODEL")
 
 
+@pytest.mark.slow
 def test_an_unregistered_shard_says_how_to_register(tmp_path, tokenizer_dir):
     defs = build_definitions(storage_root=(tmp_path / "store").as_uri(), tokenizer=str(tokenizer_dir))
     with dg.instance_for_test() as instance:

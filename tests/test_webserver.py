@@ -14,6 +14,8 @@ import requests
 from tests.conftest import free_port, headless_chromium
 from tests.test_definitions import CAPTIONER, PER_SHARD, PER_SHARD_1M
 
+pytestmark = pytest.mark.slow  # real servers, daemons or training: the slow tier
+
 REPO = Path(__file__).resolve().parent.parent
 QUERY = "{ assetNodes { assetKey { path } isPartitioned } }"
 ALL_ASSETS = sorted(PER_SHARD + ["viscon_100k_release"] + PER_SHARD_1M + ["viscon_1m_release"] + CAPTIONER)

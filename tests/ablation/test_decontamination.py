@@ -7,6 +7,7 @@ import io
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from PIL import Image
 
 from viscon_dagster.core.ablation.benchmark import BENCHMARK_SCHEMA, HoldOut, Item
@@ -101,6 +102,7 @@ def test_matching_turned_off_leaves_duplicates_that_the_strict_check_finds():
     assert found == {"near-image": NEAR_IMAGE, "dup-question": SAME_QUESTION}
 
 
+@pytest.mark.slow
 def test_embedding_near_duplicates_when_asked():
     """The project's sentence embedder (the bundled MiniLM): a paraphrase of a benchmark question is dropped."""
     from viscon_dagster.resources.embedder import EmbedderResource

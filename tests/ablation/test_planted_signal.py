@@ -88,6 +88,7 @@ def test_without_the_signal_the_difference_is_not_significant(tmp_path, tiny_stu
     assert check.passed == report["gate"]["leaky_beats_base"] and check.severity == dg.AssetCheckSeverity.ERROR
 
 
+@pytest.mark.slow
 def test_the_blocking_check_fails_when_a_benchmark_item_still_matches(tmp_path, tokenizer_dir):
     """Matching turned down (exact bytes only, no question match): a re-encoded copy of a benchmark image and the
     benchmark's own question stay in the mixes, and the blocking check, which reads the published mixes back with

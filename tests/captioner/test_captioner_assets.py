@@ -26,6 +26,8 @@ from viscon_dagster.resources.captioner_backend import CaptionerNotReady, usable
 from viscon_dagster.resources.models import OpenAIHTTPBackend
 from viscon_dagster.resources.shard_source import record_shards
 
+pytestmark = pytest.mark.slow  # real servers, daemons or training: the slow tier
+
 CHAIN = ["filtered_docs", "images", "captions"]
 # a short page context keeps training cheap; the pairs rebuild the teacher's requests with the same budget
 CONTEXT_TOKENS = 300

@@ -78,6 +78,7 @@ def test_each_planted_degradation_is_caught_by_the_metrics_meant_to_catch_it(ite
     ("truncated_rate", lambda mp: mp.setattr(scorecard.degeneracy, "is_truncated", lambda caption, finish: False)),
     ("context_use", lambda mp: mp.setattr(faith_module.Context, "supports", lambda self, a: False)),
 ])
+@pytest.mark.slow
 def test_the_proof_fails_when_a_metric_is_a_constant(items, monkeypatch, metric, patch):
     patch(monkeypatch)
     failures = missed(degradation_card(items))

@@ -110,6 +110,7 @@ def resumed_run(student, train_file, tmp_path_factory):
     return work, killed_at, (tmp / "second.log").read_text()
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_from_the_last_checkpoint(resumed_run):
     work, killed_at, log = resumed_run
     assert 4 <= killed_at < 8

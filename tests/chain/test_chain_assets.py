@@ -42,6 +42,7 @@ def table(store, asset, key):
     return pq.read_table(store / asset / f"{key}.parquet")
 
 
+@pytest.mark.slow
 def test_whole_chain_with_tiny_models_and_release(tmp_path, sample_dir, tokenizer_dir, tiny_models):
     store = tmp_path / "store"
     defs = build_definitions(
@@ -96,6 +97,7 @@ def test_whole_chain_with_tiny_models_and_release(tmp_path, sample_dir, tokenize
         sorted(p.name for p in (hf / "data" / "leaky").iterdir())
 
 
+@pytest.mark.slow
 def test_bad_model_output_ends_as_recorded_rejects(tmp_path, sample_dir, tokenizer_dir):
     server = ScriptedOpenAI()
     base_url = server.start()

@@ -29,6 +29,8 @@ from viscon_dagster.definitions import build_definitions
 from viscon_dagster.resources.models import OpenAIHTTPBackend
 from viscon_dagster.resources.shard_source import record_shards
 
+pytestmark = pytest.mark.slow  # real servers, daemons or training: the slow tier
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -49,6 +49,7 @@ def run_log(instance, result) -> str:
     return "\n".join(str(e) for e in instance.all_logs(result.run_id))
 
 
+@pytest.mark.slow
 def test_a_server_killed_mid_captions_fails_the_run_and_the_rerun_pays_only_for_the_rest(
         tmp_path, sample_dir, tokenizer_dir):
     server = ScriptedOpenAI()
@@ -83,6 +84,7 @@ def test_a_server_killed_mid_captions_fails_the_run_and_the_rerun_pays_only_for_
     (dict(api_key="the-right-key"), "authentication failed"),
     (dict(models={"scripted-vlm"}), "model not found"),
 ])
+@pytest.mark.slow
 def test_a_wrong_key_or_model_fails_the_run_at_the_first_request(tmp_path, sample_dir, tokenizer_dir, refusal,
                                                                  expected):
     server = ScriptedOpenAI(**refusal)
@@ -101,6 +103,7 @@ def test_a_wrong_key_or_model_fails_the_run_at_the_first_request(tmp_path, sampl
         server.stop()
 
 
+@pytest.mark.slow
 def test_tolerated_failures_pass_as_recorded_error_rows(tmp_path, sample_dir, tokenizer_dir, monkeypatch):
     server = ScriptedOpenAI()
     base_url = server.start()
@@ -160,6 +163,7 @@ def test_a_server_that_rejects_every_request_fails_the_run_naming_its_message(tm
     assert Journal(store / "captions" / "_journal" / key).load() == {}  # nothing to reuse: a rerun asks again
 
 
+@pytest.mark.slow
 def test_one_rejected_request_among_answers_is_a_row_and_the_run_passes(tmp_path, sample_dir, tokenizer_dir):
     server = ScriptedOpenAI(reject=TOO_LONG, rejects=1)  # the first request asked is too long, no other
     defs, key = chain(tmp_path, sample_dir, tokenizer_dir, teacher(server.start()))
@@ -180,6 +184,7 @@ def test_one_rejected_request_among_answers_is_a_row_and_the_run_passes(tmp_path
     assert "maximum context length is 2048 tokens" in errors[0]["error"]
 
 
+@pytest.mark.slow
 def test_qa_pairs_on_a_dead_server_fail_instead_of_writing_no_rows(tmp_path, sample_dir, tokenizer_dir):
     server = ScriptedOpenAI()
     dead = OpenAIHTTPBackend(model="scripted-llm", base_url=f"http://127.0.0.1:{free_port()}/v1", api_key="k", **FAST)

@@ -14,11 +14,14 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
+import pytest
 
 from tests.chain.scripted_openai import ScriptedOpenAI
 from tests.conftest import materialize_partition
 from viscon_dagster.definitions import build_definitions
 from viscon_dagster.resources.shard_source import record_shards
+
+pytestmark = pytest.mark.slow  # real servers, daemons or training: the slow tier
 
 REPO = Path(__file__).resolve().parents[2]
 

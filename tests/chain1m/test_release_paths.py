@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 import pyarrow.parquet as pq
+import pytest
 from upath import UPath
 
 from tests.chain1m.release_files import files_with_paths, machine_paths
@@ -21,6 +22,7 @@ SHORT = {"ops": {"captions": {"config": {"max_tokens": 24, "temperature": 1.0}},
                  "qa_pairs": {"config": {"max_tokens": 400, "temperature": 1.0}}}}
 
 
+@pytest.mark.slow
 def test_the_100k_release_names_models_by_label_and_no_machine_path(tmp_path, tokenizer_dir):
     sample, store = tmp_path / "sample", tmp_path / "store"
     write_sample(sample, SampleSpec(shards=1, docs_per_shard=6, seed=5))

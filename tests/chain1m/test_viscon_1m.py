@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dagster as dg
 import pyarrow.parquet as pq
+import pytest
 from upath import UPath
 
 from tests.chain1m.release_files import files_with_paths, machine_paths
@@ -22,6 +23,8 @@ from viscon_dagster.resources.captioner_backend import CaptionerBackend
 from viscon_dagster.resources.models import OpenAIHTTPBackend, TransformersLocalBackend
 from viscon_dagster.resources.shard_source import record_shards
 from viscon_dagster.resources.storage import upath_for
+
+pytestmark = pytest.mark.slow  # real servers, daemons or training: the slow tier
 
 RECIPE = "tiny-demo"
 TEACHER_CHAIN = ["filtered_docs", "images", "captions"]

@@ -4,6 +4,7 @@ from collections import Counter
 
 import dagster as dg
 import pyarrow.parquet as pq
+import pytest
 import s3fs
 from dagster_aws.s3 import S3Resource
 
@@ -19,6 +20,7 @@ def materialize(defs, key, instance, raise_on_error=True):
     return materialize_partition(defs, ["filtered_docs"], key, instance, raise_on_error=raise_on_error)
 
 
+@pytest.mark.slow
 def test_local_materialization_writes_docs_rejects_and_metadata(tmp_path, sample_dir, tokenizer_dir):
     defs = build_definitions(storage_root=(tmp_path / "store").as_uri(), tokenizer=str(tokenizer_dir))
     keys = record_shards(defs.resources["storage"], str(sample_dir / "shards"))
@@ -40,6 +42,7 @@ def test_local_materialization_writes_docs_rejects_and_metadata(tmp_path, sample
     assert sorted(rejects.column("reject_reason").to_pylist()) == sorted(BAD_ROW_KINDS.values())
 
 
+@pytest.mark.slow
 def test_s3_end_to_end_with_moto_server(s3_server, s3_bucket, sample_dir, tokenizer_dir):
     bucket, client = s3_bucket
     for ref in list_shards(str(sample_dir / "shards")):
@@ -62,6 +65,7 @@ def test_s3_end_to_end_with_moto_server(s3_server, s3_bucket, sample_dir, tokeni
     assert docs.num_rows > 20 and set(docs.column("shard").to_pylist()) == {"sample-00001"}
 
 
+@pytest.mark.slow
 def test_unregistered_shard_fails_with_a_clear_message(tmp_path, tokenizer_dir):
     defs = build_definitions(storage_root=(tmp_path / "store").as_uri(), tokenizer=str(tokenizer_dir))
     with dg.instance_for_test() as instance:
@@ -70,6 +74,7 @@ def test_unregistered_shard_fails_with_a_clear_message(tmp_path, tokenizer_dir):
     assert "viscon shards register" in str(result.get_step_failure_events()[0].step_failure_data.error)
 
 
+@pytest.mark.slow
 def test_missing_tokenizer_fails_with_a_clear_message(tmp_path, sample_dir):
     defs = build_definitions(storage_root=(tmp_path / "store").as_uri(), tokenizer=str(tmp_path / "no-such-tok"))
     register(defs.resources["storage"].root_path(), list_shards(str(sample_dir / "shards")), "src")
@@ -79,6 +84,7 @@ def test_missing_tokenizer_fails_with_a_clear_message(tmp_path, sample_dir):
     assert "viscon models tiny" in str(result.get_step_failure_events()[0].step_failure_data.error)
 
 
+@pytest.mark.slow
 def test_a_shard_gone_bad_fails_naming_its_file_and_leaves_the_last_outputs(tmp_path, sample_dir, tokenizer_dir):
     """Registered while good, then overwritten with garbage: the rerun fails naming the file, before any output
     is opened, so the previous run's docs and rejects stay as they were (whichever reader streams the shard)."""

@@ -74,6 +74,7 @@ def chromium_dom(page: Path, profile: Path, proxy: RecordingProxy) -> str:
     return out.stdout
 
 
+@pytest.mark.slow
 def test_preview_renders_in_headless_chromium_without_fetching_anything(stored, tmp_path):
     proxy = RecordingProxy()
     try:
@@ -119,6 +120,7 @@ def materialize_release(storage: StorageResource, run_config: dict | None = None
         return result.asset_materializations_for_node("viscon_100k_release")[0].metadata
 
 
+@pytest.mark.slow
 def test_release_writes_the_preview_and_links_it(tmp_path):
     root = tmp_path / "storage"
     write_storage(UPath(root))
@@ -147,6 +149,7 @@ def test_release_writes_the_preview_and_links_it(tmp_path):
     assert again["version"].value > version and again["previous_version"].value == version
 
 
+@pytest.mark.slow
 def test_release_on_s3_writes_the_preview_into_the_bucket(s3_server, s3_bucket):
     name, client = s3_bucket
     opts = {"client_kwargs": {"endpoint_url": s3_server}, "key": "testing", "secret": "testing"}

@@ -181,6 +181,7 @@ def test_a_batch_of_every_config_through_trls_vlm_collator(releases, name, proce
     assert set(done) == set(summary.counts["idefics"]) and all(n > 0 for n in done.values())
 
 
+@pytest.mark.slow
 def test_the_idefics_readme_trl_invocation_trains_a_step(releases, processor, tmp_path):
     """The README's Python block as written, with the tiny Idefics3 in place of SmolVLM and a one-step budget."""
     version, _ = releases["uneven"]

@@ -161,6 +161,7 @@ def test_an_unfinished_version_is_never_published_and_an_older_one_never_moves_t
 # --- through the release asset -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_three_releases_keep_the_two_newest_each_whole_and_named(tmp_path):
     root = tmp_path / "storage"
     write_storage(UPath(root))
@@ -189,6 +190,7 @@ def test_three_releases_keep_the_two_newest_each_whole_and_named(tmp_path):
         assert leaky(release / "versions" / v / "hf", tmp_path / "cache") == metas[2]["counts"].value["hf"]["leaky"]
 
 
+@pytest.mark.slow
 def test_a_release_folder_from_before_versions_is_read_until_the_next_release_replaces_it(tmp_path):
     root = tmp_path / "storage"
     write_storage(UPath(root))
@@ -203,6 +205,7 @@ def test_a_release_folder_from_before_versions_is_read_until_the_next_release_re
     assert current_release_path(UPath(root), NAME) == UPath(legacy / "versions" / version)
 
 
+@pytest.mark.slow
 def test_the_pointer_and_retention_on_s3(s3_server, s3_bucket, tmp_path):
     name, client = s3_bucket
     opts = {"client_kwargs": {"endpoint_url": s3_server}, "key": "testing", "secret": "testing"}
@@ -227,6 +230,7 @@ def test_the_pointer_and_retention_on_s3(s3_server, s3_bucket, tmp_path):
     assert leaky(local, tmp_path / "cache") == metas[2]["counts"].value["hf"]["leaky"]
 
 
+@pytest.mark.slow
 def test_only_a_complete_version_is_pushed_to_the_hub(tmp_path):
     root = tmp_path / "storage"
     write_storage(UPath(root))

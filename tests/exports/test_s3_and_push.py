@@ -17,6 +17,7 @@ def keys(client, bucket: str, prefix: str) -> list[str]:
     return sorted(o["Key"][len(prefix):] for page in pages for o in page.get("Contents", []))
 
 
+@pytest.mark.slow
 def test_export_from_s3_storage_to_s3_and_back(s3_server, s3_bucket, shards, tables, tmp_path):
     from datasets import load_dataset
 

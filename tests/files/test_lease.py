@@ -86,6 +86,7 @@ def _race(leases: dict) -> dict[str, str]:
     return results
 
 
+@pytest.mark.slow
 def test_one_holder_among_threads_the_others_are_told_who(journal_dir):
     leases = {f"r{i}": lease(journal_dir, f"r{i}") for i in range(6)}
     results = _race(leases)
@@ -117,6 +118,7 @@ def _race_in_process(url, options, owner, barrier, results, done):
     lease.release()
 
 
+@pytest.mark.slow
 def test_one_holder_among_processes(journal_dir):
     ctx = multiprocessing.get_context("spawn")
     barrier, results, done = ctx.Barrier(4), ctx.Queue(), ctx.Event()
@@ -134,6 +136,7 @@ def test_one_holder_among_processes(journal_dir):
     assert stored(journal_dir) is None  # the winner released it on its way out
 
 
+@pytest.mark.slow
 def test_a_second_run_waits_for_the_lease_and_gets_it_once_released(journal_dir):
     first = lease(journal_dir, "first").acquire()
     second = lease(journal_dir, "second", wait_s=60, poll_s=0.05)
@@ -164,6 +167,7 @@ def _plant(journal_dir, owner: str, expires_in: float, machine: str = "another-h
     assert store_for(journal_dir / "lease.json").create(record.dump()) is not None
 
 
+@pytest.mark.slow
 def test_an_expired_lease_is_taken_over_by_exactly_one_of_many(journal_dir):
     _plant(journal_dir, "run dead", expires_in=-1)
     leases = {f"t{i}": lease(journal_dir, f"t{i}") for i in range(5)}
@@ -190,6 +194,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.slow
 def test_the_lease_of_a_killed_process_on_this_machine_is_taken_at_once(journal_dir):
     import json
 
@@ -206,6 +211,7 @@ def test_the_lease_of_a_killed_process_on_this_machine_is_taken_at_once(journal_
         assert stored(journal_dir).owner == "run mine"
 
 
+@pytest.mark.slow
 def test_renewal_keeps_the_lease_past_its_first_expiry(journal_dir):
     holder = lease(journal_dir, "long", ttl_s=2.0, renew_every_s=0.1).acquire()
     first_expiry = holder.record.expires_at
@@ -235,6 +241,7 @@ def test_a_lease_taken_over_is_not_deleted_by_its_old_holder_who_fails_loudly(jo
     assert stored(journal_dir) is None
 
 
+@pytest.mark.slow
 def test_released_when_the_work_raises(journal_dir):
     with pytest.raises(RuntimeError, match="the work failed"), lease(journal_dir, "crashing"):
         assert stored(journal_dir).owner == "run crashing"
@@ -273,6 +280,7 @@ def test_unsupported_storage_and_settings_are_errors(tmp_path):
     assert journal_lease(None, "r", 60, 0).__enter__() is None  # no journal, nothing to lease
 
 
+@pytest.mark.slow
 def test_a_holder_whose_work_is_over_elsewhere_is_taken_over_at_once_and_reported(journal_dir):
     """`HolderChecks`: the layer that knows the holders (Dagster runs) says a holder of another machine is done."""
     over = {"run failed-elsewhere": "its run is FAILURE in the Dagster instance"}
@@ -305,6 +313,7 @@ def test_a_live_holder_on_this_machine_is_never_taken_whatever_its_run_says(jour
         lease(journal_dir, "mine", checks=HolderChecks(finished=finished)).acquire()
 
 
+@pytest.mark.slow
 def test_a_dead_holders_lease_is_taken_with_its_reason_and_failing_checks_change_nothing(journal_dir):
     def broken(*args):
         raise ConnectionError("the instance is unreachable")

@@ -54,6 +54,7 @@ def test_kill_mid_write_keeps_the_previous_file(store):
     assert [p.name for p in list_parquet(UPath(store))] == ["shard-0.parquet"]  # ... which nobody lists
 
 
+@pytest.mark.slow
 def test_concurrent_writers_and_a_reader_never_see_a_torn_file(store):
     out = UPath(store) / "t.parquet"
     n = 20_000

@@ -3,6 +3,7 @@
 from collections import Counter
 
 import dagster as dg
+import pytest
 
 from tests.conftest import materialize_partition
 from viscon_dagster.definitions import build_definitions
@@ -23,6 +24,7 @@ def images_metadata(result) -> dict:
     return {k: v.value for k, v in result.asset_materializations_for_node("images")[0].metadata.items()}
 
 
+@pytest.mark.slow
 def test_images_asset_statuses_checks_and_resume(tmp_path, sample_dir, tokenizer_dir):
     first, second = fetch_shard(tmp_path, tokenizer_dir, sample_dir / "shards", runs=2,
                                 allowed_file_roots=[str(sample_dir / "images")])
@@ -38,6 +40,7 @@ def test_images_asset_statuses_checks_and_resume(tmp_path, sample_dir, tokenizer
     assert again["status_counts"] == md["status_counts"]
 
 
+@pytest.mark.slow
 def test_sample_urls_resolve_only_under_the_allowed_roots(tmp_path, sample_dir, tokenizer_dir):
     # the sample names its images relative to the roots it is served from (file:<name>): under another root
     # they are simply not there, and nothing reads the sample's folder
@@ -49,6 +52,7 @@ def test_sample_urls_resolve_only_under_the_allowed_roots(tmp_path, sample_dir, 
     assert checks["images_success_rate"] is False  # a warning, not a failed run
 
 
+@pytest.mark.slow
 def test_images_over_http_from_a_loopback_server(tmp_path, tokenizer_dir):
     """The sample's images served by a real HTTP server on 127.0.0.1 (allow-listed past the SSRF guard)."""
     import functools
@@ -75,6 +79,7 @@ def test_images_over_http_from_a_loopback_server(tmp_path, tokenizer_dir):
     assert md["requests_made"] >= md["urls_fetched"]
 
 
+@pytest.mark.slow
 def test_counts_from_other_shards_flag_frequent_urls(tmp_path, sample_dir, tokenizer_dir):
     """A URL another shard already used in many documents is flagged here; this shard's own earlier
     counts are not added twice on a rerun, and the other shard's unrelated URLs are not loaded."""

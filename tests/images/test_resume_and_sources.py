@@ -45,6 +45,7 @@ def test_rerun_does_not_refetch_done_urls(server, settings, tmp_path):
     assert third.table.column("status").to_pylist() == second.table.column("status").to_pylist()
 
 
+@pytest.mark.slow
 def test_interrupted_run_keeps_what_it_finished(server, settings, tmp_path):
     """A run cancelled mid-shard (e.g. a terminated Dagster run) journals its finished URLs."""
     import asyncio
@@ -193,6 +194,7 @@ def test_s3_store_down_fails_the_shard(server, settings, moto_s3):
         fetch_images(reqs([server.url("/img/p20.jpg")]), store, settings)
 
 
+@pytest.mark.slow
 def test_url_counts_on_s3_are_summed_across_many_shards(s3_server, s3_bucket):
     """The per-shard count files on a real S3-protocol server."""
     name, _ = s3_bucket
@@ -220,6 +222,7 @@ def test_auto_pool_uses_processes_for_big_runs_only():
         ImageSettings(cpu_pool="fork")
 
 
+@pytest.mark.slow
 def test_big_run_in_the_default_process_pool_matches_threads(server, settings, tmp_path):
     """From PROCESS_POOL_MIN_URLS URLs on, the default decodes in processes: same rows as in threads."""
     from viscon_dagster.core.images.settings import PROCESS_POOL_MIN_URLS

@@ -74,6 +74,7 @@ def test_unwritable_local_store_reports_the_image_write_first(server, settings, 
     assert blocker.read_text() == "x"
 
 
+@pytest.mark.slow
 def test_images_asset_fails_with_the_first_cause(tmp_path, sample_dir, tokenizer_dir):
     root = tmp_path / "store"
     defs = build_definitions(storage_root=root.as_uri(), tokenizer=str(tokenizer_dir),

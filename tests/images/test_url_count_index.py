@@ -64,10 +64,12 @@ def run_40_shards(store: UPath, monkeypatch, check_every: int = 1, buckets: int 
     assert any(frequent(c, read_all_reference(saved, s, set(c))) for s, c in saved.items())  # the test flags some
 
 
+@pytest.mark.slow
 def test_the_index_matches_the_read_all_design_on_40_local_shards(tmp_path, monkeypatch):
     run_40_shards(UPath(tmp_path / "store"), monkeypatch)
 
 
+@pytest.mark.slow
 def test_the_index_matches_the_read_all_design_on_40_s3_shards(s3_server, s3_bucket, monkeypatch):
     name, _ = s3_bucket
     store = UPath(f"s3://{name}/viscon", endpoint_url=s3_server, key="testing", secret="testing")

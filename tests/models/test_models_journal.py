@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from upath import UPath
 
 from viscon_dagster.core.models.journal import Journal
@@ -85,6 +86,7 @@ def test_concurrent_compaction_raises_nothing_and_loses_nothing(tmp_path):
     assert list((root / "entries").iterdir()) == []  # all folded
 
 
+@pytest.mark.slow
 def test_concurrent_compaction_on_s3(s3_server, s3_bucket, tmp_path):
     name, client = s3_bucket
     opts = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_server}}

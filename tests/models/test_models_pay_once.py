@@ -22,6 +22,7 @@ def run_child(double, journal_url, n):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_partition_then_rerun_pays_only_for_the_rest(double, storage_root):
     n = 60
     double.latency_s = 0.05

@@ -40,6 +40,7 @@ class Evaluator:
             self.instance.report_runless_asset_event(dg.AssetMaterialization(name, partition=p))
 
 
+@pytest.mark.slow
 def test_new_shards_run_their_cpu_stages_at_once_and_model_stages_in_the_window(defs):
     with dg.instance_for_test() as instance:
         ev = Evaluator(defs, instance)
@@ -81,6 +82,7 @@ def test_the_release_follows_its_cron_only_when_shards_changed(defs):
         assert ev.at(next_week.replace(hour=3, minute=10)) == {}  # nothing changed: no new release
 
 
+@pytest.mark.slow
 def test_a_failed_gpu_partition_waits_for_the_next_window(defs):
     """Requested once per window opening: a shard whose model stage failed (nothing materialized) is not asked
     again at every tick of that window, only after the next opening (or by a manual backfill)."""

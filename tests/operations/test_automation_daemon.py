@@ -16,6 +16,8 @@ from tests.chain.scripted_openai import ScriptedOpenAI
 from tests.operations.harness import WAIT_S, daemon_on, new_instance, wait_for
 from viscon_dagster.partitions import obelics_shards
 
+pytestmark = pytest.mark.slow  # real servers, daemons or training: the slow tier
+
 DEFS = Path(__file__).with_name("chain_defs.py")
 BIN = Path(sys.executable).parent
 CPU = ["filtered_docs", "images"]

@@ -85,6 +85,7 @@ def test_a_dead_run_is_failed_with_its_reason_and_its_pool_slot_freed(instance):
     assert fail_dead_runs(instance) == []  # failed once
 
 
+@pytest.mark.slow
 def test_a_running_process_holds_and_renews_its_run_lease(instance):
     run_id = started(instance)
     lease = RunLease(instance, run_id, ttl_s=3)

@@ -4,9 +4,12 @@
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from tests.operations.harness import daemon_on, new_instance, run_span, step_spans, wait_for
 from viscon_dagster.local.backfills import submit_backfill
+
+pytestmark = pytest.mark.slow  # real servers, daemons or training: the slow tier
 
 DEFS = Path(__file__).with_name("queue_defs.py")
 STEP = dg.AssetKey("gpu_step")

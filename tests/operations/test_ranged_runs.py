@@ -2,6 +2,7 @@
 
 import dagster as dg
 import pyarrow.parquet as pq
+import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from viscon_dagster.assets.per_shard import ShardOutput, materialize_shards
@@ -16,6 +17,7 @@ def range_tags(first: str, last: str) -> dict[str, str]:
     return {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
 
 
+@pytest.mark.slow
 def test_filtered_docs_over_a_range(tmp_path, sample_dir, tokenizer_dir):
     defs = build_definitions(storage_root=(tmp_path / "store").as_uri(), tokenizer=str(tokenizer_dir))
     keys = record_shards(defs.resources["storage"], str(sample_dir / "shards"))
@@ -62,6 +64,7 @@ def after_toy() -> None:
     pass
 
 
+@pytest.mark.slow
 def test_a_failing_shard_is_named_and_holds_the_ranges_downstream(tmp_path):
     storage = StorageResource(root=str(tmp_path), s3=s3_resource())
     defs = dg.Definitions(assets=[toy, after_toy], resources={"storage": storage})

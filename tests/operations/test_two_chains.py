@@ -1,6 +1,7 @@
 """Two chains built by the factory live in one code location: disjoint keys, checks, jobs and selections."""
 
 import dagster as dg
+import pytest
 
 from viscon_dagster.assets.chain import build_chain
 from viscon_dagster.assets.spec import ChainSpec
@@ -78,6 +79,7 @@ def test_each_chains_jobs_select_only_its_own_assets():
     assert job.tags["viscon/accelerator"] == "gpu"  # a run tag, where launchers read it
 
 
+@pytest.mark.slow
 def test_the_second_chain_writes_under_its_own_prefix(tmp_path, sample_dir, tokenizer_dir):
     defs = two_chain_definitions(storage_root=(tmp_path / "store").as_uri(), tokenizer=str(tokenizer_dir))
     key = record_shards(defs.resources["storage"], str(sample_dir / "shards"))[0]

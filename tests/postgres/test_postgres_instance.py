@@ -15,7 +15,7 @@ import pytest
 from tests.chain.scripted_openai import ScriptedOpenAI
 from tests.postgres.services import BIN, dagster_services, launch_asset_backfill, partition_status, wait_for_backfill
 
-pytestmark = pytest.mark.timeout(1500)
+pytestmark = [pytest.mark.timeout(1500), pytest.mark.slow]  # a real PostgreSQL server and daemon: the slow tier
 
 # the shard_chain job's assets (definitions.py), in dependency order
 CHAIN = ["filtered_docs", "images", "captions", "qa_pairs", "unique_qa_pairs", "conversations"]

@@ -42,6 +42,7 @@ def test_the_sample_writes_a_disjoint_1m_shard_set(two_sets):
     assert all((two_sets / "images" / u.removeprefix("file:")).exists() for u in images_1m if "missing" not in u)
 
 
+@pytest.mark.slow
 def test_adding_the_1m_set_leaves_the_100k_shards_as_they_were(tmp_path):
     names = ("sample-00000.parquet", "sample-00001.parquet")
     write_sample(tmp_path, SampleSpec(shards=2, docs_per_shard=4, seed=3))
