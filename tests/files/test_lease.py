@@ -25,8 +25,8 @@ from viscon_dagster.core.files.lease import (
     journal_lease,
     journal_subject,
     machine_id,
-    store_for,
 )
+from viscon_dagster.core.files.lease_stores import store_for
 
 REPO = Path(__file__).resolve().parents[2]
 

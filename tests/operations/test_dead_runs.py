@@ -14,7 +14,8 @@ import pytest
 from dagster._core.test_utils import create_run_for_test
 
 from tests.operations.harness import new_instance
-from viscon_dagster.core.files.lease import LeaseHeld, LeaseRecord, PartitionLease, machine_id, store_for
+from viscon_dagster.core.files.lease import LeaseHeld, LeaseRecord, PartitionLease, machine_id
+from viscon_dagster.core.files.lease_stores import store_for
 from viscon_dagster.dead_runs import (
     EXPIRES_TAG,
     WORKER_TAG,
