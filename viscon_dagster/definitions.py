@@ -12,7 +12,8 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from viscon_dagster.assets.ablation import ablation_assets
-from viscon_dagster.assets.captioner import CAPTIONER, EVALUATION, captioner_assets
+from viscon_dagster.assets.captioner import CAPTIONER, EVALUATION, training_assets
+from viscon_dagster.assets.captioner_evaluation import build_evaluation_asset
 from viscon_dagster.assets.chain import Chain, build_chain
 from viscon_dagster.assets.spec import ChainSpec, teacher_chain
 from viscon_dagster.automation import automation_sensors, obelics_shard_sensor, viscon_dead_runs
@@ -113,7 +114,7 @@ def build_definitions(storage_root: str | None = None, s3: S3Resource | None = N
     ablations = [ablation_assets(c.spec) for c in built]  # each chain's ablation: mixes → target model → benchmark
     return dg.Definitions(
         assets=[a for c in built for a in c.assets] + [a for x in ablations for a in x.assets]
-        + captioner_assets(resources["judge_model"].model_id),
+        + [*training_assets, build_evaluation_asset(resources["judge_model"].model_id)],
         jobs=[j for c in built for j in c.jobs] + [j for x in ablations for j in x.jobs],
         sensors=[obelics_shard_sensor, *automation_sensors([c.spec.group for c in built]), viscon_dead_runs],
         resources=resources,

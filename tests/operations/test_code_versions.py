@@ -60,7 +60,7 @@ def test_an_image_setting_moves_images_and_a_network_setting_does_not():
 def test_a_recipe_change_moves_the_captioner_and_a_pair_rule_moves_the_pairs(monkeypatch):
     import dataclasses
 
-    from viscon_dagster.assets import captioner
+    from viscon_dagster.assets import captioner, captioner_evaluation
     from viscon_dagster.core.captioner import recipes
     from viscon_dagster.environment import model_backend
 
@@ -68,7 +68,7 @@ def test_a_recipe_change_moves_the_captioner_and_a_pair_rule_moves_the_pairs(mon
 
     def derived() -> dict[str, str]:
         return {"captioner_training_pairs": captioner.pairs_version(), "contextual_captioner":
-                captioner.captioner_version(), "captioner_evaluation": captioner.evaluation_version(judge)}
+                captioner.captioner_version(), "captioner_evaluation": captioner_evaluation.evaluation_version(judge)}
 
     before = derived()
     assert {k: versions()[k] for k in before} == before  # the assets carry the derived versions
