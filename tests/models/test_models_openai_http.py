@@ -165,6 +165,8 @@ def test_missing_image_is_a_row_not_a_crash(double, storage_root):
     gone = ImageRef(url=str(storage_root / "images" / "gone.png"), sha256="00" * 32)
     out = backend(double).generate([Request.user("a", [gone]), Request.user("b")])
     assert out[0].status == "error" and out[0].error_kind == "image_unreadable" and out[1].ok
+    assert "FileNotFoundError" in out[0].error and "0000000000" in out[0].error  # the image by its sha256,
+    assert str(storage_root) not in out[0].error  # never by a path of this machine
     assert double.calls == 1
 
 

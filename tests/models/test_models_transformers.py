@@ -143,6 +143,7 @@ def test_vlm_rows_for_an_unreadable_image_and_a_prompt_past_max_model_len(tiny_m
     assert [r.status for r in out] == ["ok", "error", "error", "error", "ok"]
     assert [r.error_kind for r in out[1:4]] == ["image_unreadable", "context_too_long", "image_unreadable"]
     assert "FileNotFoundError" in out[1].error and "UnidentifiedImageError" in out[3].error
+    assert not [r.error for r in out if r.error and str(storage_root) in r.error]  # images by sha256, not path
 
 
 def test_a_text_only_model_asked_for_captions_fails_the_call_naming_why(tiny_models, image_ref):

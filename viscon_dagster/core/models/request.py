@@ -19,6 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field
 FINGERPRINT_VERSION = 1
 
 
+def unreadable_image(error: BaseException, images: list[ImageRef]) -> str:
+    """Why a request's image could not be read, naming the image by its sha256, never by a path of this machine
+    (an OSError's message holds the path: only its errno text is kept)."""
+    what = getattr(error, "strerror", None) or type(error).__name__
+    shas = ", ".join(i.sha256[:12] for i in images) or "none"
+    return f"an image of the request could not be read ({type(error).__name__}: {what}; images {shas})"
+
+
 class ImageRef(BaseModel):
     """An image in our storage: its URL (`file://`, `s3://`, `https://`), fsspec options, and sha256."""
 

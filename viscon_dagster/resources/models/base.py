@@ -29,7 +29,7 @@ from viscon_dagster.core.models.gc_tuning import gc_tuned_for_throughput
 from viscon_dagster.core.models.journal import Journal
 from viscon_dagster.core.models.labels import model_label
 from viscon_dagster.core.models.rejections import isolate
-from viscon_dagster.core.models.request import Request, Response
+from viscon_dagster.core.models.request import Request, Response, unreadable_image
 
 # `await emit(i, response)` returns False once the call is stopping (a fatal failure, or more failures
 # than tolerated): the backend then asks nothing more; what is in flight may finish and is journaled
@@ -221,7 +221,7 @@ class ModelBackend(dg.ConfigurableResource):
                 images[j] = await asyncio.to_thread(lambda r: [i.pil() for i in r.images()], requests[j])
             except OSError as e:  # PIL's UnidentifiedImageError is one
                 if not await emit(j, self._response(fingerprints[j], status="error", error_kind="image_unreadable",
-                                                    error=f"{type(e).__name__}: {e}"[:500])):
+                                                    error=unreadable_image(e, requests[j].images()))):
                     return None
         return images
 

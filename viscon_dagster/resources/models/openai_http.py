@@ -31,7 +31,7 @@ from viscon_dagster.core.models.parsing import (
     repair_messages,
     with_schema_instruction,
 )
-from viscon_dagster.core.models.request import Message, Request, Response, Usage
+from viscon_dagster.core.models.request import Message, Request, Response, Usage, unreadable_image
 from viscon_dagster.resources.models.base import ModelBackend
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -261,7 +261,7 @@ class OpenAIHTTPBackend(ModelBackend):
                 wire = await self._wire_messages(msgs if not schema or use_rf else
                                                  with_schema_instruction(msgs, schema))
             except OSError as e:  # the image is not in storage (any more): this row fails, not the run
-                return done(status="error", error_kind="image_unreadable", error=describe(e)[:500])
+                return done(status="error", error_kind="image_unreadable", error=unreadable_image(e, req.images()))
             try:
                 ans = await self._call(run, req, wire, use_rf, calls)
             except openai.BadRequestError:
