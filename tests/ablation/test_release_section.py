@@ -7,7 +7,8 @@ import random
 
 from viscon_dagster.core.ablation.report import MixScores, build_report, card_banner, card_section, preview_html
 from viscon_dagster.core.exports.card import render_card
-from viscon_dagster.core.exports.preview import PreviewCounts, render_preview
+from viscon_dagster.core.exports.preview_html import render_preview
+from viscon_dagster.core.exports.preview_records import PreviewCounts
 
 
 def _report(leaky_rate: float, gate: bool = True) -> dict:

@@ -22,15 +22,14 @@ from viscon_dagster.core.chain.captions import CAPTIONS_SCHEMA
 from viscon_dagster.core.chain.conversations import MIXES, build_conversations
 from viscon_dagster.core.chain.qa import QA_SCHEMA
 from viscon_dagster.core.documents.filtering import REJECTS_SCHEMA
-from viscon_dagster.core.exports.preview import (
+from viscon_dagster.core.exports.preview import records_markdown, write_preview
+from viscon_dagster.core.exports.preview_html import render_preview
+from viscon_dagster.core.exports.preview_records import (
     PreviewCounts,
     PreviewRecord,
     PreviewSources,
     choose,
-    records_markdown,
-    render_preview,
     stage_counts,
-    write_preview,
 )
 from viscon_dagster.core.files.parquet import write_parquet
 from viscon_dagster.core.images.acquire import RESULT_SCHEMA

@@ -26,7 +26,8 @@ from tests.exports.test_preview import (
 )
 from viscon_dagster.assets.exports import release_asset
 from viscon_dagster.assets.spec import ChainSpec
-from viscon_dagster.core.exports.preview import PreviewSources, write_preview
+from viscon_dagster.core.exports.preview import write_preview
+from viscon_dagster.core.exports.preview_records import PreviewSources
 from viscon_dagster.core.exports.versions import current_release_path
 from viscon_dagster.partitions import obelics_shards
 from viscon_dagster.resources.hub import HubResource

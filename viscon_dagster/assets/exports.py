@@ -16,7 +16,8 @@ from viscon_dagster.assets.spec import ChainSpec
 from viscon_dagster.automation import release_condition
 from viscon_dagster.core.ablation.report import card_banner, card_section, preview_html, read_report
 from viscon_dagster.core.chain.leakage import leakage_summary
-from viscon_dagster.core.exports.preview import DEFAULT_PER_MIX, PreviewSources, records_markdown, write_preview
+from viscon_dagster.core.exports.preview import records_markdown, write_preview
+from viscon_dagster.core.exports.preview_records import DEFAULT_PER_MIX, PreviewSources
 from viscon_dagster.core.exports.release import FORMATS, export_conversations, push_release
 from viscon_dagster.core.exports.split import DEFAULT_TEST_FRACTION
 from viscon_dagster.core.exports.versions import DEFAULT_KEEP, new_version_id, publish, version_path, write_manifest

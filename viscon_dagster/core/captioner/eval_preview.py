@@ -16,7 +16,8 @@ from html import escape
 
 from viscon_dagster.core.captioner.faithfulness import faithfulness
 from viscon_dagster.core.captioner.scorecard import METRICS, TEACHER, Scorecard
-from viscon_dagster.core.exports.preview import CSP, thumbnail
+from viscon_dagster.core.exports.preview_html import CSP
+from viscon_dagster.core.exports.preview_records import thumbnail
 
 PREVIEW_FILE = "preview.html"
 DEFAULT_ITEMS = 6
