@@ -97,6 +97,13 @@ def backfill_chain(shard_set: str, keys: list[str]) -> bool:
     return backfill({a: keys for a in assets}, title=f"viscon demo: {chain.spec.group} shards", ops=ops)
 
 
+def chain_step(shards: Path, shard_set: str) -> bool:
+    """Register the sample's shards of a set, then backfill its chain over them."""
+    keys = register_source_shards(str(shards), shard_set).keys
+    print(f"materializing {len(keys)} shard partitions of the {shard_set} set …")
+    return backfill_chain(shard_set, keys)
+
+
 def release(shard_set: str) -> bool:
     from viscon_dagster.definitions import chain_for_set
 
@@ -194,24 +201,16 @@ def run_demo(fresh: bool = False) -> int:
     log = StepLog()
     with log.step("sample and tiny models"):
         sample = write_sample_and_models(fresh)
-    instance = local_instance()
-    with running_daemon(instance, PROJECT, log=paths.dagster_home() / "daemon.log"):
-        with log.step("VisCon-100K shards") as step:
-            keys = register_source_shards(str(sample / "shards")).keys
-            print(f"materializing {len(keys)} shard partitions …")
-            step.ok = backfill_chain("100k", keys)
-        with log.step("VisCon-100K release") as step:
-            step.ok = release("100k")
-        with log.step("captioner: train and evaluate") as step:
-            step.ok = demo_captioner()
-        with log.step("VisCon-1M shards") as step:
-            keys = register_source_shards(str(sample / "shards_1m"), "1m").keys
-            print(f"VisCon-1M: {len(keys)} shards, captioned by the trained captioner")
-            step.ok = backfill_chain("1m", keys)
-        with log.step("VisCon-1M release") as step:
-            step.ok = release("1m")
-        with log.step("ablation: leaky vs none") as step:
-            step.ok = demo_ablation()
+    steps = [("VisCon-100K shards", lambda: chain_step(sample / "shards", "100k")),
+             ("VisCon-100K release", lambda: release("100k")),
+             ("captioner: train and evaluate", demo_captioner),
+             ("VisCon-1M shards", lambda: chain_step(sample / "shards_1m", "1m")),
+             ("VisCon-1M release", lambda: release("1m")),
+             ("ablation: leaky vs none", demo_ablation)]
+    with running_daemon(local_instance(), PROJECT, log=paths.dagster_home() / "daemon.log"):
+        for name, run in steps:
+            with log.step(name) as step:
+                step.ok = run()
     with resolved_storage() as storage:
         root = storage.root_url
         current = {name: current_release(storage.root_path(), name)
