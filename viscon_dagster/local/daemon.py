@@ -17,6 +17,8 @@ import dagster as dg
 from viscon_dagster.local.workspace import Workspace
 
 DAEMON_FRESH_S = 60  # a daemon whose last heartbeat is younger than this is taken as alive
+# the real daemon CLI with a short backfill loop (local/daemon_process.py says why)
+DAEMON_COMMAND = [sys.executable, "-m", "viscon_dagster.local.daemon_process"]
 
 
 def daemon_alive(instance: dg.DagsterInstance) -> bool:
@@ -30,7 +32,7 @@ def running_daemon(instance: dg.DagsterInstance, workspace: Workspace, log: Path
                    command: Sequence[str] | None = None) -> Iterator[int | None]:
     """A `dagster-daemon run` on this instance for the duration, unless a live one already serves it
     (`viscon ui`, `dg dev`); yields its pid (None when an existing daemon is used). Stopped by its pid.
-    `command`: what starts the daemon (default: this environment's `dagster-daemon`)."""
+    `command`: what starts the daemon (default: `DAEMON_COMMAND`, the daemon CLI with a short backfill loop)."""
     if daemon_alive(instance):
         yield None
         return
@@ -44,7 +46,7 @@ def running_daemon(instance: dg.DagsterInstance, workspace: Workspace, log: Path
 def _start_daemon(instance: dg.DagsterInstance, workspace: Workspace, log: Path | None,
                   command: Sequence[str] | None = None) -> subprocess.Popen:
     out = log.open("a") if log else subprocess.DEVNULL
-    command = list(command or [str(Path(sys.executable).with_name("dagster-daemon"))])
+    command = list(command or DAEMON_COMMAND)
     try:
         return subprocess.Popen([*command, "run", "-w", str(workspace.yaml)],
                                 env={**os.environ, "DAGSTER_HOME": instance.root_directory},
