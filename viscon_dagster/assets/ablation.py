@@ -22,6 +22,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 
+from viscon_dagster.assets.captioner import base_model_path
 from viscon_dagster.assets.per_shard import config_defaults
 from viscon_dagster.assets.spec import ChainSpec
 from viscon_dagster.checks.ablation_checks import check_clean, check_leaky, clean_check_spec, leaky_check_spec
@@ -54,7 +55,8 @@ from viscon_dagster.core.ablation.report import (
     write_report,
 )
 from viscon_dagster.core.ablation.scoring import METHODS, Scorer
-from viscon_dagster.core.captioner.recipes import ABLATION_RECIPES, TINY_STUDENT, Recipe, ablation_recipe
+from viscon_dagster.core.captioner.card import loss_sparkline
+from viscon_dagster.core.captioner.recipes import ABLATION_RECIPES, Recipe, ablation_recipe
 from viscon_dagster.core.captioner.weights import local_model_dir, upload_model_dir
 from viscon_dagster.core.chain.conversations import MIXES
 from viscon_dagster.core.exports.split import DEFAULT_TEST_FRACTION
@@ -65,7 +67,7 @@ from viscon_dagster.core.models.labels import model_label
 from viscon_dagster.core.versions import code_version
 from viscon_dagster.gpu import GPU_ASSET_KWARGS, gpu_run_tags
 from viscon_dagster.partitions import ablation_mixes
-from viscon_dagster.paths import models_dir, viscon_home
+from viscon_dagster.paths import viscon_home
 from viscon_dagster.resources.embedder import EmbedderResource
 from viscon_dagster.resources.local_models import require_local_model
 from viscon_dagster.resources.storage import StorageResource, upath_for
@@ -126,20 +128,11 @@ class Ablation:
     jobs: list
 
 
-def _base_path(r: Recipe, override: str | None) -> str:
-    base = override or (str(models_dir() / TINY_STUDENT) if r.base_model == TINY_STUDENT else r.base_model)
-    require_local_model(base, f"the base model of ablation recipe {r.name!r}",
-                        "the recipe's base_model (core/captioner/recipes.py) or mix_finetune's base_model config")
-    return base
-
-
 def _loss_line(history: list[dict]) -> str:
     if not history:
         return "no loss logged"
-    bars = "▁▂▃▄▅▆▇█"
-    lo, hi = min(p["loss"] for p in history), max(p["loss"] for p in history)
-    spark = "".join(bars[int((p["loss"] - lo) / (hi - lo + 1e-12) * (len(bars) - 1))] for p in history)
-    return f"loss `{spark}` ({history[0]['loss']:.4f} → {history[-1]['loss']:.4f} over {history[-1]['step']} steps)"
+    return (f"loss `{loss_sparkline(history)}` ({history[0]['loss']:.4f} → {history[-1]['loss']:.4f} over "
+            f"{history[-1]['step']} steps)")
 
 
 def ablation_assets(spec: ChainSpec) -> Ablation:
@@ -315,7 +308,7 @@ def ablation_assets(spec: ChainSpec) -> Ablation:
             raise dg.Failure(str(e)) from None
         if config.budget not in BUDGETS:
             raise dg.Failure(f"unknown budget {config.budget!r} (known: {BUDGETS})")
-        base = _base_path(r, config.base_model)
+        base = base_model_path(r, config.base_model, "ablation recipe")
         base_label = model_label(base)
         common = {"mix": mix, "recipe": r.as_dict(), "base_model": base_label, "base_path": base,
                   "budget": config.budget}

@@ -15,7 +15,7 @@ import pyarrow as pa
 from viscon_dagster.assets.per_shard import config_defaults
 from viscon_dagster.assets.spec import teacher_chain
 from viscon_dagster.checks.captioner_checks import check_split, split_check_spec
-from viscon_dagster.core.captioner.card import model_card
+from viscon_dagster.core.captioner.card import loss_sparkline, model_card
 from viscon_dagster.core.captioner.pairs import HELD_OUT, build_pairs
 from viscon_dagster.core.captioner.published import (
     PublishedCaptioner,
@@ -92,10 +92,11 @@ class CaptionerConfig(dg.Config):
     launcher: list[str] = [sys.executable, "-m"]  # e.g. ["accelerate", "launch", "--num_processes", "4", "-m"]
 
 
-def base_model_path(r: Recipe, override: str | None) -> str:
-    """The base checkpoint: the override, a hub id / folder, or the tiny student `viscon models tiny` builds."""
+def base_model_path(r: Recipe, override: str | None, what: str = "captioner recipe") -> str:
+    """The base checkpoint of a recipe (the captioner's or the ablation's): the override, a hub id / folder, or the
+    tiny student `viscon models tiny` builds."""
     base = override or (str(models_dir() / TINY_STUDENT) if r.base_model == TINY_STUDENT else r.base_model)
-    require_local_model(base, f"the base model of captioner recipe {r.name!r}",
+    require_local_model(base, f"the base model of {what} {r.name!r}",
                         "the recipe's base_model (core/captioner/recipes.py) or the asset's base_model config")
     return base
 
@@ -107,14 +108,13 @@ def _teacher(pairs: pa.Table) -> str:
 def loss_markdown(history: list[dict]) -> str:
     if not history:
         return "no loss logged"
-    lo, hi = min(p["loss"] for p in history), max(p["loss"] for p in history)
-    bars = "▁▂▃▄▅▆▇█"
-    spark = "".join(bars[int((p["loss"] - lo) / (hi - lo + 1e-12) * (len(bars) - 1))] for p in history)
+    hi = max(p["loss"] for p in history)
     every = max(1, len(history) // 20)
     rows = [f"| {p['step']} | {p['epoch']} | {p['loss']:.4f} |" for p in history[::every]]
     if history[-1] is not history[::every][-1]:
         rows.append(f"| {history[-1]['step']} | {history[-1]['epoch']} | {history[-1]['loss']:.4f} |")
-    return "\n".join([f"loss `{spark}` ({hi:.4f} → {history[-1]['loss']:.4f})", "", "| step | epoch | loss |",
+    return "\n".join([f"loss `{loss_sparkline(history)}` ({hi:.4f} → {history[-1]['loss']:.4f})", "",
+                      "| step | epoch | loss |",
                       "|---|---|---|", *rows])
 
 

@@ -31,3 +31,10 @@ def model_card(label: str, recipe: dict, base_model: str, teacher: str, counts: 
               "template. Loads with `AutoModelForImageTextToText.from_pretrained(<dir>)` and `vllm serve <dir>`.", "",
               "## Licence", "", LICENCE_NOTE, ""]
     return "\n".join(lines)
+
+
+def loss_sparkline(history: list[dict]) -> str:
+    """The training loss as one line of block characters, scaled from its lowest to its highest value."""
+    lo, hi = min(p["loss"] for p in history), max(p["loss"] for p in history)
+    bars = "▁▂▃▄▅▆▇█"
+    return "".join(bars[int((p["loss"] - lo) / (hi - lo + 1e-12) * (len(bars) - 1))] for p in history)
