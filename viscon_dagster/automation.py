@@ -70,8 +70,14 @@ def gpu_window() -> tuple[str, str]:
 
 
 def _inputs_ready(optional: Sequence[dg.AssetKey]) -> dg.AutomationCondition:
-    """Every input exists and none is being rewritten; `optional` inputs (read when present) do not count."""
-    missing, running = dg.AutomationCondition.any_deps_missing(), dg.AutomationCondition.any_deps_in_progress()
+    """Every input exists and none is being rewritten; `optional` inputs (read when present) do not count.
+
+    An input requested in the same tick does not count as present (unlike `any_deps_missing`): each automation
+    backfill then holds no asset together with its parent. Dagster 1.13.27's backfill daemon fails such a
+    backfill when the sensor hands it key-range subsets of dynamic partitions ("Unable to determine root
+    partitions for backfill ... not targeted: []": its root search compares subsets by representation)."""
+    missing = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.missing()).with_label("any_deps_missing")
+    running = dg.AutomationCondition.any_deps_in_progress()
     if optional:
         missing, running = missing.ignore(dg.AssetSelection.assets(*optional)), running.ignore(
             dg.AssetSelection.assets(*optional))
