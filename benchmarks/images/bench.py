@@ -147,6 +147,17 @@ def run_img2dataset(urls: Path, threads: int) -> dict:
     return r
 
 
+def machine(load_start: tuple[float, ...], load_end: tuple[float, ...]) -> str:
+    """The machine a figure comes from: cores, CPU model, memory, Python, time, load average at start and end."""
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
+                 platform.processor() or "CPU model unknown")
+    return (f"{os.cpu_count()} cores ({model}), {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+            f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+            f"load average (1/5/15 min) {'/'.join(f'{x:.1f}' for x in load_start)} at the start, "
+            f"{'/'.join(f'{x:.1f}' for x in load_end)} at the end")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=2000)
@@ -164,6 +175,8 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, str(HERE / "serve.py"), "--root", str(DATA / "src"), "--ports", "8",
                                "--port-file", str(port_file)], env=child_env())
     results: list[dict] = []
+    started_load = os.getloadavg()
+    print(f"start: {machine(started_load, started_load)}", file=sys.stderr)
     try:
         for _ in range(100):
             if port_file.exists() and port_file.read_text().strip():
@@ -190,35 +203,38 @@ def main() -> None:
                 r = run()
                 r["round"] = round_no
                 results.append(r)
-                print(f"round {round_no}: {r['name']}: {r['images'] / r['wall_s']:.1f} images/s, "
-                      f"{r['cpu_s'] / max(1, r['images']) * 1000:.1f} CPU ms/image, {r['cores_busy']:.2f} cores, "
+                print(f"round {round_no}: {r['name']}: {r['cpu_s'] / max(1, r['images']) * 1000:.1f} CPU ms/image, "
+                      f"{r['images'] / r['wall_s']:.1f} images/s, {r['cores_busy']:.2f} cores, "
                       f"load {r['load_before']:.1f}->{r['load_after']:.1f}", file=sys.stderr)
                 (DATA / "results-partial.json").write_text(json.dumps(results, indent=1))
     finally:
         server.terminate()
         server.wait()
     sizes = [f.stat().st_size for f in files]
-    header = (f"{args.n} JPEGs ({min(sizes) // 1024} KB - {max(sizes) // 1024} KB, median "
-              f"{sorted(sizes)[len(sizes) // 2] // 1024} KB, {sum(sizes) / 2**30:.2f} GiB) on "
-              f"{os.cpu_count()} cores, Python {platform.python_version()}, "
-              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    lines = [header, "", "| round | contender | images ok | wall s | images/s | of floor | CPU s | CPU ms / image "
-             "| cores busy | load 1 min |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    data = (f"{args.n} JPEGs ({min(sizes) // 1024} KB - {max(sizes) // 1024} KB, median "
+            f"{sorted(sizes)[len(sizes) // 2] // 1024} KB, {sum(sizes) / 2**30:.2f} GiB)")
+    header = f"{data}; {machine(started_load, os.getloadavg())}"
+    lines = [header, "", "| round | contender | CPU ms / image | CPU of floor | images/s | of floor | cores busy "
+             "| images ok | wall s | load 1 min |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         r["images_per_s"] = r["images"] / r["wall_s"]
+        r["cpu_ms_per_image"] = r["cpu_s"] / max(1, r["images"]) * 1000
+    for r in results:
         floor = next(x for x in results if x["round"] == r["round"] and x["kind"] == "floor")
-        r["of_floor"] = r["images_per_s"] / (floor["images"] / floor["wall_s"])
-        lines.append(f"| {r['round']} | {r['name']} | {r['images']} | {r['wall_s']:.1f} | {r['images_per_s']:.1f} | "
-                     f"{r['of_floor']:.2f} | {r['cpu_s']:.1f} | {r['cpu_s'] / max(1, r['images']) * 1000:.1f} | "
-                     f"{r['cores_busy']:.2f} | {r['load_before']:.1f} → {r['load_after']:.1f} |")
+        r["of_floor"] = r["images_per_s"] / floor["images_per_s"]
+        r["cpu_of_floor"] = r["cpu_ms_per_image"] / floor["cpu_ms_per_image"]
+        lines.append(f"| {r['round']} | {r['name']} | {r['cpu_ms_per_image']:.1f} | {r['cpu_of_floor']:.2f}x | "
+                     f"{r['images_per_s']:.1f} | {r['of_floor']:.2f} | {r['cores_busy']:.2f} | {r['images']} | "
+                     f"{r['wall_s']:.1f} | {r['load_before']:.1f} → {r['load_after']:.1f} |")
     lines.append("")
     for round_no in range(1, args.rounds + 1):
         rs = [r for r in results if r["round"] == round_no]
         base = next((r for r in rs if r["kind"] == "img2dataset"), None)
         for r in rs:
             if r["kind"] == "viscon":
-                vs = f", {r['images_per_s'] / base['images_per_s']:.2f}x img2dataset" if base else ""
-                lines.append(f"round {round_no}: {r['name']} at {r['of_floor']:.2f} of the floor{vs}")
+                vs = f", {r['images_per_s'] / base['images_per_s']:.2f}x img2dataset's images/s" if base else ""
+                lines.append(f"round {round_no}: {r['name']}: CPU per image {r['cpu_of_floor']:.2f}x the floor's, "
+                             f"{r['of_floor']:.2f} of the floor's images/s{vs}")
     print("\n".join(lines))
     (DATA / "results.json").write_text(json.dumps({"header": header, "results": results}, indent=1))
 

@@ -71,10 +71,13 @@ class AtomicFile:
         self.path, self.sweep, self.done = path, sweep, True  # nothing to abort until the file is open
         if is_local(path):
             self._final = local_path(path)
-            os.makedirs(os.path.dirname(self._final) or ".", exist_ok=True)
-            self._tmp: str | None = os.path.join(os.path.dirname(self._final),
-                                                 f".{os.path.basename(self._final)}.{uuid.uuid4().hex}.tmp")
-            self.raw: Any = open(self._tmp, "wb")
+            folder = os.path.dirname(self._final) or "."
+            self._tmp: str | None = os.path.join(folder, f".{os.path.basename(self._final)}.{uuid.uuid4().hex}.tmp")
+            try:  # the folder exists for all but the first file written there (makedirs first costs syscalls)
+                self.raw: Any = open(self._tmp, "wb")
+            except FileNotFoundError:
+                os.makedirs(folder, exist_ok=True)
+                self.raw = open(self._tmp, "wb")
         else:
             self._tmp = None
             self.raw = path.fs.open(path.path, "wb")

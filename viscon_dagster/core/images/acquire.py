@@ -25,30 +25,26 @@ Each JPEG is written whole (`core/files/atomic.py`): a reader or a rerun never f
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import logging
 import multiprocessing as mp
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 from upath import UPath
 
-from viscon_dagster.core.files.atomic import write_bytes_atomic
-
 from . import statuses as st
 from .dedup import find_duplicates, url_doc_counts
-from .fetch import HttpFetcher, read_local_file, read_s3_object
 from .journal import OUTCOME_SCHEMA, ImageJournal
-from .normalise import Normalised, NormaliseParams, normalise
-from .safety import Refused
 from .settings import PROCESS_POOL_MIN_URLS, ImageSettings
+from .worker import PRELOAD, ImageStorageError, UrlProcessor, image_path, outcome, run_worker, worker_slices
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +69,6 @@ RESULT_SCHEMA = pa.schema([
     ("url_doc_count", pa.int32()),  # documents using this URL, earlier shards and this one
     ("from_journal", pa.bool_()),  # outcome reused from an earlier run
 ])
-
-MAX_ERROR_CHARS = 300
-
-
-class ImageStorageError(RuntimeError):
-    """The store could not be written: a systemic fault that fails the shard."""
 
 
 @dataclass
@@ -115,10 +105,6 @@ class ImageResult:
         }
 
 
-def image_path(sha256: str) -> str:
-    return f"images/{sha256[:2]}/{sha256}.jpg"
-
-
 def interleave_by_host(urls: Iterable[str]) -> list[str]:
     """Round-robin over hosts, so that one host's many images do not hold every slot."""
     by_host: dict[str, list[str]] = defaultdict(list)
@@ -128,95 +114,42 @@ def interleave_by_host(urls: Iterable[str]) -> list[str]:
 
 
 def cpu_pool_kind(settings: ImageSettings, n_urls: int) -> str:
-    """The pool a run decodes in: "process" or "thread" (`cpu_pool="auto"` decides by the URLs to fetch)."""
+    """Where a run decodes: "process" (worker processes that fetch and decode their own URLs) or "thread" (this
+    process, decoding in threads); `cpu_pool="auto"` decides by the URLs to fetch."""
     if settings.cpu_pool == "auto":
         return "process" if n_urls >= PROCESS_POOL_MIN_URLS else "thread"
     return settings.cpu_pool
 
 
-def _outcome(url: str, **values: Any) -> dict[str, Any]:
-    row = dict.fromkeys(OUTCOME_SCHEMA.names)
-    row.update(image_url=url, bytes_in=0)
-    row.update(values)
-    if row["error"] and len(row["error"]) > MAX_ERROR_CHARS:  # e.g. aiohttp quoting a whole bad response
-        row["error"] = row["error"][:MAX_ERROR_CHARS] + "…"
-    return row
+def _forkserver() -> mp.context.BaseContext:
+    """The context worker processes start from: a clean forkserver (not a fork of this threaded process) that has
+    imported the worker's modules once, so each worker starts without importing them again."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["__main__", *PRELOAD])  # no effect once the forkserver runs
+    return ctx
 
 
 class _Run:
-    """State of one shard's acquisition run."""
+    """One shard's acquisition run: the URLs processed here or in worker processes, every outcome journaled."""
 
-    def __init__(self, store: UPath, settings: ImageSettings, journal: ImageJournal, n_urls: int):
+    def __init__(self, store: UPath, settings: ImageSettings, journal: ImageJournal):
         self.store, self.s, self.journal = store, settings, journal
-        self.params = NormaliseParams(settings.min_side, settings.max_aspect_ratio, settings.max_side,
-                                      settings.jpeg_quality, settings.max_pixels, settings.allowed_formats,
-                                      settings.resample)
-        if cpu_pool_kind(settings, n_urls) == "process":
-            # forkserver: workers start from a clean process, not from a fork of this threaded one
-            self.cpu: Executor = ProcessPoolExecutor(settings.cpu_workers, mp_context=mp.get_context("forkserver"))
-        else:
-            self.cpu = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="images-cpu")
-        self.io = ThreadPoolExecutor(settings.io_workers, thread_name_prefix="images-io")
-        self.inflight = asyncio.Semaphore(settings.concurrency * 2)  # bounds bodies held in memory
-        self.writes: dict[str, asyncio.Future[None]] = {}  # one write per sha256, shared by its URLs
+        self.io = ThreadPoolExecutor(1, thread_name_prefix="images-journal")
         self.pending: list[dict[str, Any]] = []
         self.last_flush = time.monotonic()
         self.flush_lock = asyncio.Lock()
         self.outcomes: dict[str, dict[str, Any]] = {}
         self.total = 0
-        self.fetcher = HttpFetcher(settings)
+        self.requests: dict[int, int] = {}  # HTTP requests made, per worker (0: this process)
 
-    async def _in(self, pool: Executor, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+    @property
+    def requests_made(self) -> int:
+        return sum(self.requests.values())
 
-    async def _acquire(self, url: str) -> tuple[bytes, int | None, str]:
-        scheme = urlsplit(url).scheme.lower() if url else ""
-        if scheme in ("http", "https"):
-            body = await self.fetcher.fetch(url, max_bytes=self.s.max_bytes)
-            return body.data, body.http_status, body.final_url
-        if scheme == "file":
-            return await self._in(self.io, read_local_file, url, self.s), None, url
-        if scheme in ("s3", "s3a"):
-            return await self._in(self.io, read_s3_object, url, self.s), None, url
-        if not scheme:
-            raise Refused(st.INVALID_URL, f"not an absolute URL: {url!r}")
-        raise Refused(st.BLOCKED_SCHEME, f"scheme {scheme}: is not fetched")
-
-    def _write(self, rel: str, data: bytes) -> None:
-        path = self.store / rel
-        try:
-            write_bytes_atomic(path, data)
-        except Exception as e:
-            raise ImageStorageError(f"cannot write images to the store at {path}: {type(e).__name__}: {e}. "
-                                    "The shard stops here; a rerun resumes from the journal.") from e
-
-    async def process(self, url: str) -> None:
-        async with self.inflight:
-            try:
-                data, http_status, final_url = await self._acquire(url)
-            except Refused as e:
-                row = _outcome(url, status=e.status, error=str(e), http_status=e.http_status, bytes_in=e.bytes_in)
-            except Exception as e:  # noqa: BLE001 - one odd URL must not fail the shard; the row says what
-                row = _outcome(url, status=st.UNEXPECTED_ERROR, error=f"{type(e).__name__}: {e}")
-            else:
-                try:
-                    n = await self._in(self.cpu, normalise, data, self.params)
-                except BrokenExecutor as e:  # a worker died (e.g. a crashing decoder): systemic
-                    raise RuntimeError(f"the image decoding pool broke while decoding {url}: {e}") from e
-                except Exception as e:  # noqa: BLE001 - e.g. MemoryError on a huge image: a row, not a failure
-                    n = Normalised(st.UNEXPECTED_ERROR, f"{type(e).__name__}: {e}", hashlib.sha256(data).hexdigest())
-                row = _outcome(url, status=n.status, error=n.error, http_status=http_status, final_url=final_url,
-                               sha256=n.sha256, phash=n.phash, width=n.width, height=n.height,
-                               original_width=n.original_width, original_height=n.original_height,
-                               original_format=n.original_format, bytes_in=len(data))
-                if n.jpeg is not None:
-                    rel = image_path(n.sha256)
-                    if n.sha256 not in self.writes:
-                        self.writes[n.sha256] = asyncio.ensure_future(self._in(self.io, self._write, rel, n.jpeg))
-                    await asyncio.shield(self.writes[n.sha256])  # journaled only once the file exists
-                    row.update(path=rel, bytes_out=len(n.jpeg))
-        self.outcomes[url] = row
-        self.pending.append(row)
+    async def add(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self.outcomes[row["image_url"]] = row
+        self.pending.extend(rows)
         due = time.monotonic() - self.last_flush >= self.s.journal_flush_s
         if len(self.pending) >= self.s.journal_flush_rows or due:
             await self.flush()
@@ -225,31 +158,88 @@ class _Run:
         async with self.flush_lock:
             rows, self.pending = self.pending, []
             self.last_flush = time.monotonic()
-            log.info("images: %d/%d URLs done, %d requests", len(self.outcomes), self.total, self.fetcher.requests_made)
+            log.info("images: %d/%d URLs done, %d requests", len(self.outcomes), self.total, self.requests_made)
             try:
-                await self._in(self.io, self.journal.append, rows)
+                await asyncio.get_running_loop().run_in_executor(self.io, self.journal.append, rows)
             except Exception as e:
                 raise ImageStorageError(f"cannot write the image journal under {self.journal.folder}: "
                                         f"{type(e).__name__}: {e}") from e
 
+    async def _in_threads(self, urls: list[str]) -> None:
+        with ThreadPoolExecutor(self.s.cpu_workers, thread_name_prefix="images-cpu") as pool:
+            proc = UrlProcessor(self.store, self.s, pool)
+
+            async def emit(row: dict[str, Any]) -> None:
+                self.requests[0] = proc.fetcher.requests_made
+                await self.add([row])
+
+            try:
+                await proc.run(urls, emit)
+            finally:
+                self.requests[0] = proc.fetcher.requests_made
+                pool.shutdown(cancel_futures=True)
+
+    async def _in_workers(self, urls: list[str]) -> None:
+        ctx = _forkserver()
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+        procs, conns = [], []
+        try:
+            for i, (settings, part) in enumerate(worker_slices(urls, self.s, self.s.cpu_workers)):
+                reader, writer = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=run_worker, args=(self.store, settings, part, writer), daemon=True,
+                                   name=f"images-worker-{i}")
+                proc.start()
+                writer.close()  # the worker holds the writing end: its exit ends the pipe
+                procs.append(proc)
+                conns.append(reader)
+                loop.add_reader(reader.fileno(), _receive, reader, i, inbox)
+            running = set(range(len(procs)))
+            while running:
+                i, message = await inbox.get()
+                if message is None:  # the pipe ended before the worker said it was done
+                    await asyncio.to_thread(procs[i].join, 5)
+                    raise RuntimeError(f"an image worker process died (exit code {procs[i].exitcode}), e.g. a "
+                                       "crashing decoder; its finished URLs are journaled, a rerun resumes")
+                kind, payload = message
+                if kind == "rows":
+                    rows, self.requests[i + 1] = payload
+                    await self.add(rows)
+                elif kind == "done":
+                    self.requests[i + 1] = payload
+                    running.discard(i)
+                    loop.remove_reader(conns[i].fileno())
+                else:  # "error": the worker's own, raised here
+                    raise payload
+        finally:
+            for conn in conns:
+                if not conn.closed:
+                    loop.remove_reader(conn.fileno())
+                    conn.close()
+            for proc in procs:
+                if proc.is_alive():
+                    proc.terminate()
+            for proc in procs:
+                await asyncio.to_thread(proc.join)
+
     async def run(self, urls: list[str]) -> None:
         self.total = len(urls)
+        urls = interleave_by_host(urls)
         try:
-            async with self.fetcher:
-                async with asyncio.TaskGroup() as tg:
-                    for url in interleave_by_host(urls):
-                        tg.create_task(self.process(url))
+            if cpu_pool_kind(self.s, len(urls)) == "process":
+                await self._in_workers(urls)
+            else:
+                await self._in_threads(urls)
         except BaseExceptionGroup as group:  # surface one cause, not a group: storage first, else the first
             first = next((e for e in group.exceptions if isinstance(e, ImageStorageError)), group.exceptions[0])
             await self._last_flush(first)
             raise first from None
-        except BaseException as e:  # cancelled: keep what is done
+        except BaseException as e:  # cancelled, or a worker's failure: keep what is done
             await self._last_flush(e)
             raise
         else:
             await self._last_flush(None)
         finally:
-            self.cpu.shutdown(cancel_futures=True)
             self.io.shutdown(wait=True)
 
     async def _last_flush(self, failure: BaseException | None) -> None:
@@ -261,6 +251,16 @@ class _Run:
                 raise
             log.warning("images: after %s, the journal flush failed too: %s", type(failure).__name__, e)
             failure.add_note(f"Then the last journal flush failed too: {e}")
+
+
+def _receive(conn: Connection, worker: int, inbox: asyncio.Queue) -> None:
+    """A worker's message, read when its pipe is readable (None: the pipe ended)."""
+    try:
+        message = conn.recv()
+    except (EOFError, OSError):
+        message = None
+        asyncio.get_running_loop().remove_reader(conn.fileno())
+    inbox.put_nowait((worker, message))
 
 
 async def afetch_images(requests: Iterable[ImageRequest], store: UPath, settings: ImageSettings | None = None,
@@ -281,18 +281,18 @@ async def afetch_images(requests: Iterable[ImageRequest], store: UPath, settings
         raise ImageStorageError(f"cannot read the image journal under {journal.folder}: "
                                 f"{type(e).__name__}: {e}") from e
     todo = [u for u in dict.fromkeys(r.image_url for r in reqs) if u not in frequent and u not in done]
-    run = _Run(store, s, journal, len(todo))
+    run = _Run(store, s, journal)
     await run.run(todo)
     fetched = run.outcomes
 
     rows = []
     for r in reqs:
         if r.image_url in frequent:
-            base = _outcome(r.image_url, status=st.FREQUENT_URL, error=(
+            base = outcome(r.image_url, status=st.FREQUENT_URL, error=(
                 f"used by {doc_count[r.image_url]} documents so far (> {s.frequent_url_docs})"))
         else:
             base = fetched.get(r.image_url) or done[r.image_url]
-        row = {k: v for k, v in base.items() if k != "fingerprint"}
+        row = {k: v for k, v in base.items() if k != "fingerprint"}  # a journal row carries it
         row.update(doc_id=r.doc_id, position=r.position, page_url=r.page_url, alt_text=r.alt_text,
                    duplicate_of=None, url_doc_count=doc_count[r.image_url],
                    from_journal=r.image_url in done and r.image_url not in frequent)
@@ -316,7 +316,7 @@ async def afetch_images(requests: Iterable[ImageRequest], store: UPath, settings
         images_per_s=normalised / elapsed if elapsed > 0 else 0.0,
         urls_fetched=len(fetched),
         urls_resumed=sum(1 for u in dict.fromkeys(r.image_url for r in reqs) if u in done and u not in frequent),
-        requests_made=run.fetcher.requests_made,
+        requests_made=run.requests_made,
         unreadable_journal_parts=journal.unreadable_parts,
     )
 
