@@ -277,8 +277,12 @@ def check_no_machine_paths(stack, instance, tmp_path: Path, sample: Path) -> Non
     for kind in (DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_CHECK_EVALUATION,
                  DagsterEventType.ASSET_OBSERVATION):
         for r in instance.get_event_records(EventRecordsFilter(kind), limit=100_000):
-            text = serialize_value(r.event_log_entry.dagster_event.event_specific_data)
-            leaks += [(r.event_log_entry.run_id, kind.value, p) for p in paths if p in text]
+            data = r.event_log_entry.dagster_event.event_specific_data
+            entry = getattr(data, "materialization", None) or getattr(data, "asset_observation", None) or data
+            for name, value in (getattr(entry, "metadata", None) or {"event": data}).items():
+                text = serialize_value(value)
+                leaks += [(r.event_log_entry.dagster_event.asset_key.to_user_string(), name, p)
+                          for p in paths if p in text]
     assert not leaks, leaks[:10]
     store = s3_mirror(stack, tmp_path / "s3_copy")
     files = {}

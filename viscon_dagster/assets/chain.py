@@ -38,6 +38,7 @@ from viscon_dagster.core.chain.prompts import CAPTION, NONCONTEXTUAL, QA
 from viscon_dagster.core.chain.qa import QA_SCHEMA, qa_request, qa_rows
 from viscon_dagster.core.chain.question_dedup import mark_duplicates
 from viscon_dagster.core.files.parquet import read_parquet
+from viscon_dagster.core.models.labels import model_label
 from viscon_dagster.core.models.request import ImageRef, SamplingParams
 from viscon_dagster.core.versions import code_version
 from viscon_dagster.dead_runs import journal_checks
@@ -209,7 +210,7 @@ def _dedup_asset(spec: ChainSpec, labels: Mapping[str, str]):
             removed = [r for r in marked if not r["kept"]]
             return ShardOutput(table, {
                 **table_metadata(table, ["kind", "question", "kept", "duplicate_of", "similarity"]),
-                "embedding_model": embedder.model_id, "threshold": config.threshold,
+                "embedding_model": model_label(embedder.model_id), "threshold": config.threshold,
                 "kept": len(kept), "removed": len(removed),
                 "removed/image": sum(r["dup_scope"] == "image" for r in removed),
                 "removed/shard": sum(r["dup_scope"] == "shard" for r in removed),
