@@ -166,9 +166,14 @@ def test_the_whole_graph_deployed_on_one_machine(tmp_path, monkeypatch, tokenize
             with stack.instance() as instance:
                 wait_for("the sensors' first ticks", lambda: all(sensor_ticked(instance, s) for s in (
                     "viscon_cpu_automation", "viscon_gpu_automation")), daemon_log, timeout_s=300, every_s=1)
-            out = viscon(stack, "shards", "register", str(sample / "shards"))
+            # the source shards on S3, as in production (a local folder's shard URLs are paths of this machine)
+            s3 = stack.s3()
+            for folder in ("shards", "shards_1m"):
+                for shard in sorted((sample / folder).glob("*.parquet")):
+                    s3.upload_file(str(shard), stack.bucket, f"sources/{folder}/{shard.name}")
+            out = viscon(stack, "shards", "register", f"s3://{stack.bucket}/sources/shards/")
             assert "2 newly registered" in out, out
-            out = viscon(stack, "shards", "register", "--set", "1m", str(sample / "shards_1m"))
+            out = viscon(stack, "shards", "register", "--set", "1m", f"s3://{stack.bucket}/sources/shards_1m/")
             assert "2 newly registered" in out, out
 
             with stack.instance() as instance:
