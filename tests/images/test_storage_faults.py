@@ -89,5 +89,5 @@ def test_images_asset_fails_with_the_first_cause(tmp_path, sample_dir, tokenizer
     assert failure.step_key == "images"
     cause = failure.step_failure_data.error.cause
     assert cause.cls_name == "ImageStorageError"
-    assert cause.message.startswith("viscon_dagster.core.images.worker.ImageStorageError: cannot write images")
+    assert cause.message.startswith("viscon_dagster.core.images.outcomes.ImageStorageError: cannot write images")
     assert HINT in cause.message  # the journal flush that failed after it is only a note

@@ -35,8 +35,9 @@ class ImageFetcherResource(dg.ConfigurableResource):
     max_retry_after_s: float = Field(_D.max_retry_after_s, description="longest Retry-After waited for")
     concurrency: int = Field(_D.concurrency, description="requests in flight, all hosts together")
     per_host_concurrency: int = Field(_D.per_host_concurrency, description="requests in flight per host")
-    cpu_workers: int | None = Field(None, description="decode/resize workers; null: one per CPU")
-    cpu_pool: str = Field(_D.cpu_pool, description="'process', 'thread' or 'auto' (processes for 200+ URLs)")
+    cpu_workers: int | None = Field(None, description="worker processes (or decoding threads); null: one per CPU")
+    cpu_pool: str = Field(_D.cpu_pool, description="'process' (workers fetch and decode their own URLs), 'thread' "
+                          "or 'auto' (processes for 200+ URLs)")
     io_workers: int = Field(_D.io_workers, description="threads for storage writes and file/s3 reads")
     connect_timeout_s: float = Field(_D.connect_timeout_s)
     read_timeout_s: float = Field(_D.read_timeout_s, description="longest silence while reading a body")

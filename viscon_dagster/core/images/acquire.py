@@ -43,8 +43,8 @@ from upath import UPath
 from . import statuses as st
 from .dedup import find_duplicates, url_doc_counts
 from .journal import OUTCOME_SCHEMA, ImageJournal
+from .outcomes import ImageStorageError, image_path, outcome
 from .settings import PROCESS_POOL_MIN_URLS, ImageSettings
-from .worker import PRELOAD, ImageStorageError, UrlProcessor, image_path, outcome, run_worker, worker_slices
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,8 @@ def cpu_pool_kind(settings: ImageSettings, n_urls: int) -> str:
 def _forkserver() -> mp.context.BaseContext:
     """The context worker processes start from: a clean forkserver (not a fork of this threaded process) that has
     imported the worker's modules once, so each worker starts without importing them again."""
+    from .worker import PRELOAD
+
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["__main__", *PRELOAD])  # no effect once the forkserver runs
     return ctx
@@ -166,6 +168,8 @@ class _Run:
                                         f"{type(e).__name__}: {e}") from e
 
     async def _in_threads(self, urls: list[str]) -> None:
+        from .worker import UrlProcessor  # the fetching and decoding code: this process needs it only here
+
         with ThreadPoolExecutor(self.s.cpu_workers, thread_name_prefix="images-cpu") as pool:
             proc = UrlProcessor(self.store, self.s, pool)
 
@@ -180,6 +184,8 @@ class _Run:
                 pool.shutdown(cancel_futures=True)
 
     async def _in_workers(self, urls: list[str]) -> None:
+        from .worker import run_worker, worker_slices
+
         ctx = _forkserver()
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()

@@ -31,9 +31,10 @@ class ImageSettings:
     concurrency: int = 64  # requests in flight, all hosts together
     per_host_concurrency: int = 8
     cpu_workers: int = field(default_factory=lambda: os.cpu_count() or 2)
-    # "process": decoding never waits for the event loop's GIL (threads share it with the loop and
-    # leave cores idle: docs/benchmarks.md); "auto": processes from PROCESS_POOL_MIN_URLS URLs on,
-    # threads below (there the workers' start-up, a second or more, would dominate)
+    # "process": cpu_workers processes, each fetching and decoding its own share of the URLs (no GIL shared with
+    # another loop, no image bytes sent between processes: docs/benchmarks.md), the bounds for all hosts and per
+    # host divided among them; "thread": this process fetches, threads decode; "auto": processes from
+    # PROCESS_POOL_MIN_URLS URLs on, threads below (there the workers' start-up would dominate)
     cpu_pool: Literal["auto", "thread", "process"] = "auto"
     io_workers: int = 16  # storage writes and file:// / s3:// reads
 

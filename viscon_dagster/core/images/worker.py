@@ -28,35 +28,17 @@ from viscon_dagster.core.files.atomic import is_local, write_bytes_atomic
 
 from . import statuses as st
 from .fetch import HttpFetcher, read_local_file, read_s3_object
-from .journal import OUTCOME_SCHEMA
 from .normalise import Normalised, NormaliseParams, normalise
+from .outcomes import ImageStorageError, image_path, outcome
 from .safety import Refused
 from .settings import ImageSettings
 
-MAX_ERROR_CHARS = 300
 # what a worker would otherwise import on its first image (imagehash.phash imports scipy.fftpack lazily, Pillow its
 # format plugins): imported once by the forkserver that the workers start from
 PRELOAD = ("viscon_dagster.core.images.worker", "scipy.fftpack", "PIL.JpegImagePlugin", "PIL.PngImagePlugin",
            "PIL.GifImagePlugin", "PIL.WebPImagePlugin", "PIL.BmpImagePlugin", "PIL.TiffImagePlugin",
            "PIL.MpoImagePlugin")
 SEND_ROWS, SEND_S = 32, 0.5  # a worker sends its rows to the parent in batches of this many, or this often
-
-
-class ImageStorageError(RuntimeError):
-    """The store could not be written: a systemic fault that fails the shard."""
-
-
-def image_path(sha256: str) -> str:
-    return f"images/{sha256[:2]}/{sha256}.jpg"
-
-
-def outcome(url: str, **values: Any) -> dict[str, Any]:
-    row = dict.fromkeys(n for n in OUTCOME_SCHEMA.names if n != "fingerprint")
-    row.update(image_url=url, bytes_in=0)
-    row.update(values)
-    if row["error"] and len(row["error"]) > MAX_ERROR_CHARS:  # e.g. aiohttp quoting a whole bad response
-        row["error"] = row["error"][:MAX_ERROR_CHARS] + "…"
-    return row
 
 
 def normalise_params(s: ImageSettings) -> NormaliseParams:
