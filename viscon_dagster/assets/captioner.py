@@ -17,6 +17,7 @@ from viscon_dagster.assets.spec import teacher_chain
 from viscon_dagster.checks.captioner_checks import check_split, split_check_spec
 from viscon_dagster.core.captioner.card import loss_sparkline, model_card
 from viscon_dagster.core.captioner.pairs import HELD_OUT, build_pairs
+from viscon_dagster.core.captioner.portable import name_base_by_label
 from viscon_dagster.core.captioner.published import (
     PublishedCaptioner,
     write_current,
@@ -164,6 +165,7 @@ def contextual_captioner(context: dg.AssetExecutionContext, config: CaptionerCon
          "counts": counts, **{k: v for k, v in summary.items() if k != "weights_sha256"}}, indent=2))
     (work / "model" / "README.md").write_text(
         model_card(published.label, r.as_dict(), base_label, published.teacher, counts, summary))
+    name_base_by_label(work / "model", str(base), base_label)  # the adapter names its base by path otherwise
     upload_model_dir(work / "model", storage.path(published.path))
     write_current(storage.root_path(), published)  # last: the checkpoint is complete when it is named
     history = summary["loss_history"]
