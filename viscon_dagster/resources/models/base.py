@@ -215,14 +215,23 @@ class ModelBackend(dg.ConfigurableResource):
                            emit: Emit) -> dict[int, list] | None:
         """{position: its request's images (PIL)} for local engines; a request with an image that cannot be
         read (missing, not an image) is a row instead. None once the call is stopping."""
-        images: dict[int, list] = {}
-        for j in positions:
+        def read(r: Request) -> list | OSError:
             try:
-                images[j] = await asyncio.to_thread(lambda r: [i.pil() for i in r.images()], requests[j])
+                return [i.pil() for i in r.images()]
             except OSError as e:  # PIL's UnidentifiedImageError is one
-                if not await emit(j, self._response(fingerprints[j], status="error", error_kind="image_unreadable",
-                                                    error=unreadable_image(e, requests[j].images()))):
-                    return None
+                return e
+
+        positions = list(positions)
+        # read and decoded in parallel (Pillow releases the GIL while it decodes): one thread would feed a fast
+        # engine at ~1 core's pace (docs/benchmarks.md, the feeding benchmark)
+        read_all = await asyncio.gather(*(asyncio.to_thread(read, requests[j]) for j in positions))
+        images: dict[int, list] = {}
+        for j, got in zip(positions, read_all, strict=True):
+            if not isinstance(got, OSError):
+                images[j] = got
+            elif not await emit(j, self._response(fingerprints[j], status="error", error_kind="image_unreadable",
+                                                  error=unreadable_image(got, requests[j].images()))):
+                return None
         return images
 
     async def _emit_isolating(self, positions: list[int], run: Callable[[list[int]], Awaitable[list[Response]]],

@@ -119,13 +119,25 @@ class VLLMOfflineBackend(ModelBackend):
 
     async def _generate(self, requests, fingerprints, emit, journal) -> None:
         await asyncio.to_thread(self._engine)  # no vLLM, no checkpoint, a bad engine setting: the call fails here
-        for k in range(0, len(requests), self.batch_size):
-            images = await self._read_images(range(k, min(k + self.batch_size, len(requests))), requests,
-                                             fingerprints, emit)
+        batches = [range(k, min(k + self.batch_size, len(requests))) for k in range(0, len(requests), self.batch_size)]
 
-            async def run(part: list[int], images=images) -> list[Response]:
-                return await asyncio.to_thread(self._run_batch, [requests[j] for j in part],
-                                               [fingerprints[j] for j in part], [images[j] for j in part])
+        def read(b: int) -> asyncio.Task:
+            return asyncio.create_task(self._read_images(batches[b], requests, fingerprints, emit))
 
-            if images is None or not await self._emit_isolating(list(images), run, fingerprints, emit):
-                return
+        upcoming = read(0)
+        try:
+            for b in range(len(batches)):
+                images = await upcoming
+                if images is None:
+                    return
+                if b + 1 < len(batches):  # the next batch's images are read while this one generates
+                    upcoming = read(b + 1)
+
+                async def run(part: list[int], images=images) -> list[Response]:
+                    return await asyncio.to_thread(self._run_batch, [requests[j] for j in part],
+                                                   [fingerprints[j] for j in part], [images[j] for j in part])
+
+                if not await self._emit_isolating(list(images), run, fingerprints, emit):
+                    return
+        finally:
+            upcoming.cancel()  # a call that stops early reads no more
