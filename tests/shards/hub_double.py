@@ -2,7 +2,8 @@
 
 It answers only the routes `huggingface_hub`'s `hf://` filesystem (and `datasets` through it) calls for a public
 dataset repository, serving a local folder as the repository's files at one commit:
-    GET  /api/datasets/<repo>/revision/<rev>         repository info (its commit sha)
+    GET  /api/datasets/<repo>[/revision/<rev>]       repository info (its commit sha)
+    GET  /api/agent-harnesses                        (huggingface_hub 2.x asks; answered with none)
     GET  /api/datasets/<repo>/tree/<rev>[/<path>]    a folder's entries
     POST /api/datasets/<repo>/paths-info/<rev>       entries of named paths
     GET|HEAD /datasets/<repo>/resolve/<rev>/<path>   a file's bytes, Range requests included
@@ -47,7 +48,7 @@ class HubDouble:
         self.requests.append(f"{request.method} {request.path_qs}")
         path = request.path
         api, files = f"/api/datasets/{self.repo_id}/", f"/datasets/{self.repo_id}/resolve/"
-        if path.startswith(api + "revision/"):
+        if path == api.rstrip("/") or path.startswith(api + "revision/"):
             siblings = [{"rfilename": p.relative_to(self.folder).as_posix()} for p in self.folder.rglob("*")
                         if p.is_file()]
             return web.json_response({"_id": "1", "id": self.repo_id, "sha": COMMIT, "private": False,
@@ -76,6 +77,8 @@ class HubDouble:
             etag = hashlib.sha1(file.read_bytes()).hexdigest()
             return web.FileResponse(file, headers={"ETag": f'"{etag}"', "X-Repo-Commit": COMMIT,
                                                    "Accept-Ranges": "bytes"})
+        if path == "/api/agent-harnesses":  # huggingface_hub 2.x's user-agent registry: an empty one
+            return web.json_response({"standardEnvVars": [], "harnesses": {}})
         self.unknown.append(f"{request.method} {request.path_qs}")
         return web.Response(status=404, text="not a route of this double")
 
