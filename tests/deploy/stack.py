@@ -1,7 +1,7 @@
 """A deployment on one machine, as real processes on 127.0.0.1: PostgreSQL (run, event and schedule storage), an S3
 server (moto's server mode, `moto_server`) for the storage root, the IO manager, the model store and the compute
 logs, a gRPC code server (`dagster api grpc`, what the Helm chart's user deployment runs), and `dagster-daemon` with
-the QueuedRunCoordinator and deploy/dagster.yaml's policy (its backfill loop shortened: tests/fast_daemon.py).
+the QueuedRunCoordinator and deploy/dagster.yaml's policy (its backfill loop shortened: local/daemon_process.py).
 Runs are launched by the daemon as processes of their own, each in a fresh working directory and HOME
 (tests/deploy/pod_launcher.py). The instance is deploy/dagster.yaml with only the launcher, the coordinator and the
 compute logs added (the keys the Helm chart and deploy/ecs/dagster.yaml set)."""
@@ -21,8 +21,8 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import free_port
-from tests.fast_daemon import COMMAND as FAST_DAEMON
 from tests.postgres.conftest import PostgresMissing, running_postgres
+from viscon_dagster.local.daemon import DAEMON_COMMAND
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -140,7 +140,7 @@ def running_stack(folder: Path, app_env: Mapping[str, str]) -> Iterator[Stack]:
         workspace = folder / "workspace.yaml"
         workspace.write_text(yaml.safe_dump({"load_from": [{"grpc_server": {
             "host": "127.0.0.1", "port": grpc_port, "location_name": LOCATION}}]}))
-        daemon = _start("daemon", [*FAST_DAEMON, "run", "-w", workspace], env, folder)
+        daemon = _start("daemon", [*DAEMON_COMMAND, "run", "-w", workspace], env, folder)
         stack.callback(_stop, daemon)
         yield Stack(env=env, home=home, workspace=workspace, s3_endpoint=endpoint, bucket=bucket, folder=folder)
 

@@ -1,5 +1,5 @@
 """A temporary instance with the config `viscon` writes and a real `dagster-daemon` (its backfill loop shortened:
-tests/fast_daemon.py), stopped by its pid."""
+viscon_dagster/local/daemon_process.py), stopped by its pid."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from tests.fast_daemon import COMMAND as FAST_DAEMON
 from viscon_dagster.instance_policy import LOCAL, apply_pool_limits
-from viscon_dagster.local.daemon import running_daemon
+from viscon_dagster.local.daemon import DAEMON_COMMAND, running_daemon
 from viscon_dagster.local.instance import default_instance_yaml
 from viscon_dagster.local.workspace import Workspace, file_workspace
 
@@ -32,7 +31,7 @@ def new_instance(home: Path) -> dg.DagsterInstance:
 @contextmanager
 def daemon_on(instance: dg.DagsterInstance, defs_file: Path, folder: Path) -> Iterator[Workspace]:
     workspace = file_workspace(defs_file, folder)
-    with running_daemon(instance, workspace, log=folder / "daemon.log", command=FAST_DAEMON) as pid:
+    with running_daemon(instance, workspace, log=folder / "daemon.log", command=DAEMON_COMMAND) as pid:
         assert pid is not None  # our own daemon, not someone else's
         yield workspace
     instance.wipe_daemon_heartbeats()  # stopped: a next daemon_on must not take it for a live one

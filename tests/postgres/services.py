@@ -14,7 +14,7 @@ from pathlib import Path
 import requests
 
 from tests.conftest import free_port
-from tests.fast_daemon import COMMAND as FAST_DAEMON
+from viscon_dagster.local.daemon import DAEMON_COMMAND
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
@@ -100,7 +100,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @contextmanager
 def dagster_services(env: dict[str, str], log_dir: Path, module: str = "viscon_dagster.definitions",
-                     daemon: list[str] = FAST_DAEMON):
+                     daemon: list[str] = DAEMON_COMMAND):
     """Daemon and webserver on the instance of env["DAGSTER_HOME"]; yields the webserver's URL. `daemon`: the
     command that starts `dagster-daemon` (tests: its backfill loop shortened; a benchmark: the real one)."""
     port, env = free_port(), {**os.environ, **env}
