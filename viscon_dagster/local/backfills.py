@@ -100,10 +100,15 @@ def submit_backfill(instance: dg.DagsterInstance, workspace: Workspace,
                     run_config: Mapping | None = None, tags: Mapping[str, str] | None = None,
                     title: str | None = None) -> str:
     """Submit one asset backfill (None: an unpartitioned asset); returns its id."""
-    params: dict = {
-        "partitionsByAssets": [_partitions_input(k, p) for k, p in partitions_by_asset.items()],
-        "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()],
-    }
+    params: dict = {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]}
+    lists = {tuple(p) for p in partitions_by_asset.values() if p is not None}
+    if len(lists) == 1:
+        # the same shards for every partitioned asset: one list of names. Dagster checks each range of
+        # `partitionsByAssets` against the instance (two queries a range, ~5 ms a shard: 1,000 shards took 4.5 s)
+        params["assetSelection"] = [{"path": list(k.path)} for k in partitions_by_asset]
+        params["partitionNames"] = list(next(iter(lists)))
+    else:
+        params["partitionsByAssets"] = [_partitions_input(k, p) for k, p in partitions_by_asset.items()]
     if run_config:
         params["runConfigData"] = dict(run_config)
     if title:
