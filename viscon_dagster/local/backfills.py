@@ -44,6 +44,14 @@ query Staleness($keys: [AssetKeyInput!]) {
 }"""
 
 
+CANDIDATES = """
+query Candidates($key: AssetKeyInput!, $partitions: [String!]) {
+  assetNodeOrError(assetKey: $key) {
+    ... on AssetNode { staleStatusByPartition(partitions: $partitions) }
+  }
+}"""
+
+
 class BackfillError(RuntimeError):
     pass
 
@@ -72,7 +80,7 @@ def plan_backfill(instance: dg.DagsterInstance, workspace: Workspace, chain, gra
         selected.append(key)
     registered = instance.get_dynamic_partitions(chain.spec.partitions_def.name)
     if request.stale or request.missing:
-        state = staleness(instance, workspace, selected)
+        state = staleness(instance, workspace, selected, graph)
         chosen = state.stale if request.stale else state.missing
     else:
         keys = list(request.partitions) if request.partitions else registered
@@ -126,12 +134,24 @@ class Staleness:
     missing: dict[dg.AssetKey, list[str]]  # registered partitions never materialized
 
 
-def staleness(instance: dg.DagsterInstance, workspace: Workspace, keys: Sequence[dg.AssetKey]) -> Staleness:
-    """Per-partition staleness as the instance computes it (what the UI shows)."""
-    with graphql(instance, workspace) as run:
-        nodes = run(STALENESS, {"keys": [{"path": list(k.path)} for k in keys]})["assetNodes"]
+def staleness(instance: dg.DagsterInstance, workspace: Workspace, keys: Sequence[dg.AssetKey],
+              graph=None) -> Staleness:
+    """Per-partition staleness as the instance computes it (what the UI shows). With the asset `graph`, the
+    partitions that cannot be stale are screened out in bulk first (local/staleness.py) and Dagster is asked about
+    the others only: its own per-partition answer costs ~4 ms a partition."""
+    from viscon_dagster.local.staleness import screen
+
+    screened = {k: s for k in keys if graph is not None and (s := screen(instance, graph, k)) is not None}
     stale: dict[dg.AssetKey, list[str]] = {}
     missing: dict[dg.AssetKey, list[str]] = {}
+    with graphql(instance, workspace) as run:
+        rest = [k for k in keys if k not in screened]
+        nodes = run(STALENESS, {"keys": [{"path": list(k.path)} for k in rest]})["assetNodes"] if rest else []
+        for key, s in screened.items():
+            missing[key] = s.missing
+            statuses = run(CANDIDATES, {"key": {"path": list(key.path)}, "partitions": s.candidates})[
+                "assetNodeOrError"]["staleStatusByPartition"] if s.candidates else []
+            stale[key] = [p for p, status in zip(s.candidates, statuses, strict=True) if status == "STALE"]
     for node in nodes:
         key = dg.AssetKey(node["assetKey"]["path"])
         if node["isPartitioned"]:
