@@ -14,7 +14,7 @@ from upath import UPath
 
 from tests.images.test_fault_routes import EXPECTED, RAW_EXPECTED
 from viscon_dagster.core.images import ImageRequest, ImageSettings, ImageStorageError, afetch_images, fetch_images
-from viscon_dagster.core.images.worker import worker_slices
+from viscon_dagster.core.images.worker import plan_workers
 
 
 def reqs(urls):
@@ -31,21 +31,21 @@ def image_workers() -> list[psutil.Process]:
     return [w for fs in servers for w in fs.children() if w.status() != psutil.STATUS_ZOMBIE]
 
 
-def test_slices_divide_the_bounds_among_workers():
+def test_the_plan_divides_the_bounds_among_workers():
     s = ImageSettings(concurrency=64, per_host_concurrency=8, io_workers=16)
     urls = [f"http://h{i % 3}.example/{i}.jpg" for i in range(30)]
-    slices = worker_slices(urls, s, 4)
-    assert len(slices) == 4 and sorted(u for _, part in slices for u in part) == sorted(urls)
-    each = slices[0][0]
+    plan = plan_workers(urls, s, 4)
+    assert plan.workers == 4 and plan.shared and list(plan.queue(3)) == urls  # any host to whichever is free
+    each = plan.settings
     assert each.concurrency * 4 <= 64 and each.per_host_concurrency * 4 <= 8 and each.cpu_workers == 1
-    assert all(len({u.split("/")[2] for u in part}) == 3 for _, part in slices)  # every host spread
     # a per-host bound that cannot be divided: each host's URLs go to one worker, with the whole bound
     for narrow in (dataclasses.replace(s, per_host_concurrency=2), dataclasses.replace(s, per_host_rps=3.0)):
-        slices = worker_slices(urls, narrow, 4)
-        hosts = [{u.split("/")[2] for u in part} for _, part in slices]
+        plan = plan_workers(urls, narrow, 4)
+        assert not plan.shared and sorted(u for q in plan.queues for u in q) == sorted(urls)
+        hosts = [{u.split("/")[2] for u in q} for q in plan.queues]
         assert sum(len(h) for h in hosts) == 3  # no host in two workers
-        assert all(e.per_host_concurrency == narrow.per_host_concurrency for e, _ in slices)
-    assert len(worker_slices(urls[:1], s, 4)) == 1  # never more workers than URLs
+        assert plan.settings.per_host_concurrency == narrow.per_host_concurrency
+    assert plan_workers(urls[:1], s, 4).workers == 1  # never more workers than URLs
 
 
 def test_fault_routes_end_the_same_in_worker_processes(server, settings, tmp_path):
@@ -98,12 +98,13 @@ def test_a_killed_worker_fails_the_shard_and_keeps_what_was_done(server, setting
     store = UPath(tmp_path)
     fast = [server.url(f"/sleep/0/k{i}") for i in range(4)]
     slow = [server.url(f"/sleep/3000/ks{i}") for i in range(4)]
+    mixed = [u for pair in zip(fast, slow) for u in pair]  # each worker gets fast and slow ones
     s = in_workers(settings, read_timeout_s=5, total_timeout_s=10, journal_flush_rows=1)
     errors: list[BaseException] = []
 
     def run():
         try:
-            fetch_images(reqs(fast + slow), store, s, shard="killed")
+            fetch_images(reqs(mixed), store, s, shard="killed")
         except BaseException as e:  # noqa: BLE001 - the test inspects it
             errors.append(e)
 
@@ -120,7 +121,7 @@ def test_a_killed_worker_fails_the_shard_and_keeps_what_was_done(server, setting
     assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
     assert "image worker process died" in str(errors[0])
     assert not image_workers()  # the other worker is stopped too
-    again = fetch_images(reqs(fast + slow), store, dataclasses.replace(s, cpu_pool="thread"), shard="killed")
+    again = fetch_images(reqs(mixed), store, dataclasses.replace(s, cpu_pool="thread"), shard="killed")
     assert again.urls_resumed >= 4 and all(server.hits[f"/sleep/0/k{i}"] == 1 for i in range(4))
 
 

@@ -184,23 +184,47 @@ class _Run:
                 pool.shutdown(cancel_futures=True)
 
     async def _in_workers(self, urls: list[str]) -> None:
-        from .worker import run_worker, worker_slices
+        from .worker import BACKLOG_PER_SLOT, plan_workers, run_worker
 
         ctx = _forkserver()
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+        plan = plan_workers(urls, self.s, self.s.cpu_workers)
+        backlog = max(1, int(plan.settings.concurrency * BACKLOG_PER_SLOT))
         procs, conns = [], []
+        held = [0] * plan.workers  # URLs each worker holds: sent, not yet come back as rows
+        ended = [False] * plan.workers
+        started = [False] * plan.workers
+
+        first = -(-len(plan.queues[0]) // plan.workers) if plan.shared else backlog  # an even start
+
+        def top_up(i: int) -> None:
+            """Keep worker i's backlog full from its queue; tell it when there is nothing more."""
+            queue = plan.queue(i)
+            room = (backlog if started[i] else min(backlog, first)) - held[i]
+            # refilled a third of the backlog at a time (fewer, larger messages), or with the queue's last URLs
+            if queue and room > 0 and (not started[i] or room >= min(backlog // 3, len(queue))):
+                part = [queue.popleft() for _ in range(min(room, len(queue)))]
+                held[i] += len(part)
+                conns[i].send(("urls", part))
+            started[i] = True
+            if not queue and not ended[i]:
+                ended[i] = True
+                conns[i].send(("end", None))
+
         try:
-            for i, (settings, part) in enumerate(worker_slices(urls, self.s, self.s.cpu_workers)):
-                reader, writer = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=run_worker, args=(self.store, settings, part, writer), daemon=True,
+            for i in range(plan.workers):
+                mine, theirs = ctx.Pipe(duplex=True)
+                proc = ctx.Process(target=run_worker, args=(self.store, plan.settings, theirs), daemon=True,
                                    name=f"images-worker-{i}")
                 proc.start()
-                writer.close()  # the worker holds the writing end: its exit ends the pipe
+                theirs.close()  # the worker holds its end: its exit ends the pipe
                 procs.append(proc)
-                conns.append(reader)
-                loop.add_reader(reader.fileno(), _receive, reader, i, inbox)
-            running = set(range(len(procs)))
+                conns.append(mine)
+                loop.add_reader(mine.fileno(), _receive, mine, i, inbox)
+            for i in range(plan.workers):
+                top_up(i)
+            running = set(range(plan.workers))
             while running:
                 i, message = await inbox.get()
                 if message is None:  # the pipe ended before the worker said it was done
@@ -210,6 +234,8 @@ class _Run:
                 kind, payload = message
                 if kind == "rows":
                     rows, self.requests[i + 1] = payload
+                    held[i] -= len(rows)
+                    top_up(i)
                     await self.add(rows)
                 elif kind == "done":
                     self.requests[i + 1] = payload

@@ -3,9 +3,9 @@
 `UrlProcessor.run(urls, emit)` does that for many URLs at once (bounded concurrency) and hands each URL's
 outcome row (`OUTCOME_SCHEMA` less the fingerprint) to `emit`. It runs either in the caller's process, decoding in
 a thread pool (small runs), or in each of `cpu_workers` worker processes (`run_worker`), each fetching *and*
-decoding its own slice of the URLs: no image's bytes cross a process boundary, only the small rows travel back to
-the parent, which journals them (docs/benchmarks.md, issue 28: moving the bodies to decoding workers cost ~4 ms of
-CPU per image, a fifth of the work).
+decoding the URLs the parent hands it as it finishes others (`plan_workers`): no image's bytes cross a process
+boundary, only URLs go out and the small rows come back to the parent, which journals them (docs/benchmarks.md:
+moving the bodies from the fetching process to decoding workers cost ~4 ms of CPU per image, a fifth of the work).
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import hashlib
 import pickle
 import time
 import zlib
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import BrokenExecutor, Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,7 +40,10 @@ from .settings import ImageSettings
 PRELOAD = ("viscon_dagster.core.images.worker", "scipy.fftpack", "PIL.JpegImagePlugin", "PIL.PngImagePlugin",
            "PIL.GifImagePlugin", "PIL.WebPImagePlugin", "PIL.BmpImagePlugin", "PIL.TiffImagePlugin",
            "PIL.MpoImagePlugin")
-SEND_ROWS, SEND_S = 32, 0.5  # a worker sends its rows to the parent in batches of this many, or this often
+SEND_ROWS, SEND_S = 16, 0.5  # a worker sends its rows to the parent in batches of this many, or this often
+# URLs a worker holds (in flight or waiting) per slot of its concurrency: enough to keep it busy, few enough that a
+# worker which falls behind (slow hosts, big images) leaves the rest of the shard to the others
+BACKLOG_PER_SLOT = 1.5
 
 
 def normalise_params(s: ImageSettings) -> NormaliseParams:
@@ -129,35 +134,56 @@ class UrlProcessor:
                 row.update(path=image_path(n.sha256), bytes_out=len(n.jpeg))
             return row
 
-    async def run(self, urls: list[str], emit: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-        """Every URL's row to `emit` as it is done; a storage failure ends the run (as an exception group)."""
+    async def __aenter__(self) -> UrlProcessor:
+        await self.fetcher.__aenter__()
+        return self
 
-        async def one(url: str) -> None:
-            await emit(await self.row(url))
-
+    async def __aexit__(self, *exc: Any) -> None:
         try:
-            async with self.fetcher:
-                async with asyncio.TaskGroup() as tg:
-                    for url in urls:
-                        tg.create_task(one(url))
+            await self.fetcher.__aexit__(*exc)
         finally:
             self.io.shutdown(wait=True)
 
+    async def emit_row(self, url: str, emit: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        await emit(await self.row(url))
 
-def worker_slices(urls: list[str], settings: ImageSettings, workers: int) -> list[tuple[ImageSettings, list[str]]]:
-    """Each worker process's settings and URLs. The bounds for all hosts together are divided among the workers;
-    a host's URLs are spread over every worker (each with its share of the per-host bound) unless the per-host
-    bound cannot be divided (fewer slots than workers, or a requests/s limit): then each host is one worker's."""
+    async def run(self, urls: list[str], emit: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        """Every URL's row to `emit` as it is done; a storage failure ends the run (as an exception group)."""
+        async with self, asyncio.TaskGroup() as tg:
+            for url in urls:
+                tg.create_task(self.emit_row(url, emit))
+
+
+@dataclass
+class WorkerPlan:
+    """How a run's URLs go to its worker processes: each worker's settings, and the queues it takes URLs from as it
+    finishes others (`queues[i]` for worker i; one queue shared by all when `shared`)."""
+
+    settings: ImageSettings
+    workers: int
+    queues: list[deque[str]]
+    shared: bool
+
+    def queue(self, worker: int) -> deque[str]:
+        return self.queues[0] if self.shared else self.queues[worker]
+
+
+def plan_workers(urls: list[str], settings: ImageSettings, workers: int) -> WorkerPlan:
+    """The bounds for all hosts together are divided among the workers; a host's URLs go to whichever worker is free
+    (each with its share of the per-host bound) unless the per-host bound cannot be divided (fewer slots than
+    workers, or a requests/s limit): then each host is one worker's."""
     workers = max(1, min(workers, len(urls), settings.concurrency))
     spread = settings.per_host_rps is None and settings.per_host_concurrency >= workers
     each = dataclasses.replace(
         settings, concurrency=settings.concurrency // workers, io_workers=max(1, settings.io_workers // workers),
         per_host_concurrency=settings.per_host_concurrency // workers if spread else settings.per_host_concurrency,
         cpu_workers=1, cpu_pool="thread")
-    parts: list[list[str]] = [[] for _ in range(workers)]
-    for i, url in enumerate(urls):  # urls come interleaved by host: striding keeps each part interleaved
-        parts[i % workers if spread else zlib.crc32(urlsplit(url).netloc.lower().encode()) % workers].append(url)
-    return [(each, part) for part in parts if part]
+    if spread:
+        return WorkerPlan(each, workers, [deque(urls)], shared=True)
+    queues: list[deque[str]] = [deque() for _ in range(workers)]
+    for url in urls:
+        queues[zlib.crc32(urlsplit(url).netloc.lower().encode()) % workers].append(url)
+    return WorkerPlan(each, workers, queues, shared=False)
 
 
 def _sendable(e: BaseException) -> BaseException:
@@ -169,16 +195,19 @@ def _sendable(e: BaseException) -> BaseException:
         return RuntimeError(f"{type(e).__name__}: {e}")
 
 
-def run_worker(store: UPath, settings: ImageSettings, urls: list[str], conn: Connection) -> None:
-    """A worker process's body: its URLs fetched, decoded and stored here; rows sent to the parent in batches as
-    ("rows", (rows, requests_made)), then ("done", requests_made) or ("error", exception)."""
-    asyncio.run(_work(store, settings, urls, conn))
+def run_worker(store: UPath, settings: ImageSettings, conn: Connection) -> None:
+    """A worker process's body. The parent sends ("urls", [...]) as this worker finishes others, then ("end", None);
+    each URL is fetched, decoded and stored here and its row sent back in batches as ("rows", (rows,
+    requests_made)); last ("done", requests_made), or ("error", exception)."""
+    asyncio.run(_work(store, settings, conn))
 
 
-async def _work(store: UPath, settings: ImageSettings, urls: list[str], conn: Connection) -> None:
+async def _work(store: UPath, settings: ImageSettings, conn: Connection) -> None:
+    loop = asyncio.get_running_loop()
     proc = UrlProcessor(store, settings, decode=None)
     batch: list[dict[str, Any]] = []
     last = time.monotonic()
+    ended = asyncio.Event()
 
     def send() -> None:
         nonlocal last
@@ -200,7 +229,21 @@ async def _work(store: UPath, settings: ImageSettings, urls: list[str], conn: Co
 
     ticker = asyncio.create_task(tick())
     try:
-        await proc.run(urls, emit)
+        async with proc, asyncio.TaskGroup() as tg:
+            def receive() -> None:
+                try:
+                    kind, urls = conn.recv()
+                except (EOFError, OSError):  # the parent is gone: stop taking work
+                    kind, urls = "end", None
+                if kind == "urls":
+                    for url in urls:
+                        tg.create_task(proc.emit_row(url, emit))
+                else:
+                    loop.remove_reader(conn.fileno())
+                    ended.set()
+
+            loop.add_reader(conn.fileno(), receive)
+            await ended.wait()
     except BaseExceptionGroup as group:  # storage first, else the first cause
         send()
         first = next((e for e in group.exceptions if isinstance(e, ImageStorageError)), group.exceptions[0])
@@ -213,4 +256,6 @@ async def _work(store: UPath, settings: ImageSettings, urls: list[str], conn: Co
         conn.send(("done", proc.fetcher.requests_made))
     finally:
         ticker.cancel()
-        conn.close()
+        if not conn.closed:
+            loop.remove_reader(conn.fileno())
+            conn.close()
