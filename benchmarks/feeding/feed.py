@@ -55,14 +55,14 @@ SMOLVLM_256M = dict(do_convert_rgb=True, do_image_splitting=True, do_normalize=T
                     rescale_factor=1 / 255, size={"longest_edge": 2048}, max_image_size={"longest_edge": 512})
 
 
-def machine(load_start: tuple[float, ...], load_end: tuple[float, ...]) -> str:
+def machine(load_start: tuple[float, ...], load_end: tuple[float, ...] | None) -> str:
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
                  platform.processor() or "CPU model unknown")
     return (f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average (1/5/15 min) "
-            f"{'/'.join(f'{x:.1f}' for x in load_start)} at the start, {'/'.join(f'{x:.1f}' for x in load_end)} "
-            "at the end")
+            f"{'/'.join(f'{x:.1f}' for x in load_start)} at the start"
+            + (f", {'/'.join(f'{x:.1f}' for x in load_end)} at the end" if load_end else ""))
 
 
 # ---------------------------------------------------------------------------------------------------- the corpus
@@ -325,7 +325,7 @@ def main() -> None:
     args = ap.parse_args()
     counts = [int(x) for x in args.processes.split(",")]
     load_start = os.getloadavg()
-    print(f"start: {machine(load_start, load_start)}", file=sys.stderr)
+    print(f"start: {machine(load_start, None)}", file=sys.stderr)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="viscon-feed-"))
     try:
         t0 = time.perf_counter()

@@ -147,15 +147,15 @@ def run_img2dataset(urls: Path, threads: int) -> dict:
     return r
 
 
-def machine(load_start: tuple[float, ...], load_end: tuple[float, ...]) -> str:
+def machine(load_start: tuple[float, ...], load_end: tuple[float, ...] | None) -> str:
     """The machine a figure comes from: cores, CPU model, memory, Python, time, load average at start and end."""
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
                  platform.processor() or "CPU model unknown")
     return (f"{os.cpu_count()} cores ({model}), {psutil.virtual_memory().total / 2**30:.0f} GiB, "
             f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-            f"load average (1/5/15 min) {'/'.join(f'{x:.1f}' for x in load_start)} at the start, "
-            f"{'/'.join(f'{x:.1f}' for x in load_end)} at the end")
+            f"load average (1/5/15 min) {'/'.join(f'{x:.1f}' for x in load_start)} at the start"
+            + (f", {'/'.join(f'{x:.1f}' for x in load_end)} at the end" if load_end else ""))
 
 
 def main() -> None:
@@ -176,7 +176,7 @@ def main() -> None:
                                "--port-file", str(port_file)], env=child_env())
     results: list[dict] = []
     started_load = os.getloadavg()
-    print(f"start: {machine(started_load, started_load)}", file=sys.stderr)
+    print(f"start: {machine(started_load, None)}", file=sys.stderr)
     try:
         for _ in range(100):
             if port_file.exists() and port_file.read_text().strip():

@@ -66,8 +66,8 @@ def machine(load_start, load_end) -> str:
                  platform.processor() or "CPU model unknown")
     return (f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average (1/5/15 min) "
-            f"{'/'.join(f'{x:.1f}' for x in load_start)} at the start, {'/'.join(f'{x:.1f}' for x in load_end)} "
-            "at the end")
+            f"{'/'.join(f'{x:.1f}' for x in load_start)} at the start"
+            + (f", {'/'.join(f'{x:.1f}' for x in load_end)} at the end" if load_end else ""))
 
 
 def timed(fn, *args, **kw):
@@ -265,7 +265,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "scale" / "many_partitions.json"))
     args = ap.parse_args()
     load_start = os.getloadavg()
-    print(f"start: {machine(load_start, load_start)}", file=sys.stderr)
+    print(f"start: {machine(load_start, None)}", file=sys.stderr)
     results = []
     with ExitStack() as stack:
         pg = Postgres(stack)
