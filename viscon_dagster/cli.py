@@ -72,14 +72,15 @@ def cmd_demo(args) -> int:
 
 def cmd_backfill(args) -> int:
     """`viscon backfill`: a real Dagster backfill of the chosen assets and shards (the UI lists it)."""
-    from viscon_dagster.definitions import chain_for_set, defs
+    from viscon_dagster.definitions import chain_for_set
     from viscon_dagster.gpu import GPU_POOL, gpu_run_tags
     from viscon_dagster.local.backfills import BackfillRequest, plan_backfill, run_backfill, submit_backfill
     from viscon_dagster.local.daemon import daemon_alive
     from viscon_dagster.local.workspace import PROJECT, Workspace
 
     workspace = Workspace.from_yaml(Path(args.workspace)) if args.workspace else PROJECT
-    graph, instance = defs.resolve_asset_graph(), local_instance()
+    # the workspace's own code: its code versions are the ones staleness is judged by
+    graph, instance = workspace.definitions().resolve_asset_graph(), local_instance()
     request = BackfillRequest(names=[n.strip() for n in args.select.split(",") if n.strip()],
                               partitions=[k.strip() for k in args.partitions.split(",")] if args.partitions else None,
                               missing=args.missing, stale=args.stale, downstream=args.downstream)

@@ -37,6 +37,25 @@ class Workspace:
         return InProcessWorkspaceLoadTarget(InProcessCodeLocationOrigin(origin, location_name=self.location_name))
 
 
+    def definitions(self) -> dg.Definitions:
+        """The code location's Definitions, loaded in this process: the same code (and so the same code versions)
+        the daemon and the GraphQL queries see."""
+        import importlib
+        import importlib.util
+
+        if self.module_name:
+            module = importlib.import_module(self.module_name)
+        else:
+            spec = importlib.util.spec_from_file_location(f"viscon_workspace_{Path(self.python_file).stem}",
+                                                          self.python_file)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        found = [v for v in vars(module).values() if isinstance(v, dg.Definitions)]
+        if len(found) != 1:
+            raise WorkspaceError(f"{self.module_name or self.python_file}: expected one Definitions object, "
+                                 f"found {len(found)}")
+        return found[0]
+
     @staticmethod
     def from_yaml(path: Path) -> Workspace:
         """The first code location of a workspace.yaml (`python_module` or `python_file`)."""
