@@ -31,6 +31,7 @@ import pytest
 from tests.chain.scripted_openai import ScriptedOpenAI
 from tests.chain1m.release_files import files_with_paths
 from tests.deploy.stack import BIN, LOCATION, LOGS_PREFIX, REPO, graphql, running_stack
+from tests.operations import harness
 from viscon_dagster.demo.sample_corpus import SampleSpec, write_sample
 from viscon_dagster.local.backfills import LAUNCH
 
@@ -64,14 +65,11 @@ def key(chain_prefix: str, name: str) -> dg.AssetKey:
 
 
 def wait_for(what: str, probe, log: Path, timeout_s: float = PHASE_S, every_s: float = 2.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(every_s)
-    raise AssertionError(f"gave up waiting for {what} after {timeout_s:.0f} s; the daemon's log ends:\n"
-                         + log.read_text()[-4000:])
+    """harness.wait_for, and the daemon's log when it gives up."""
+    try:
+        return harness.wait_for(what, probe, timeout_s, every_s)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; the daemon's log ends:\n{log.read_text()[-4000:]}") from None
 
 
 def failed_runs(instance) -> list[str]:
