@@ -35,3 +35,9 @@ def test_the_backfill_targets_exactly_the_planned_shards():
         assert targets(instance, mixed) == {fd: set(some), images: set(SHARDS[:2])}
         alone = submit_backfill(instance, PROJECT, {images: [SHARDS[5]]})
         assert targets(instance, alone) == {images: {SHARDS[5]}}
+        # the same list for two partitionings (a shard named like a recipe): one list of names would lose the
+        # captioner's (Dagster keeps one root partitioning), so the backfill goes as ranges
+        instance.add_dynamic_partitions("obelics_shards", ["tiny-demo"])
+        captioner = dg.AssetKey("contextual_captioner")
+        two = submit_backfill(instance, PROJECT, {fd: ["tiny-demo"], captioner: ["tiny-demo"]})
+        assert targets(instance, two) == {fd: {"tiny-demo"}, captioner: {"tiny-demo"}}
