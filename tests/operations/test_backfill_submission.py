@@ -41,3 +41,6 @@ def test_the_backfill_targets_exactly_the_planned_shards():
         captioner = dg.AssetKey("contextual_captioner")
         two = submit_backfill(instance, PROJECT, {fd: ["tiny-demo"], captioner: ["tiny-demo"]})
         assert targets(instance, two) == {fd: {"tiny-demo"}, captioner: {"tiny-demo"}}
+        evaluation = dg.AssetKey("captioner_evaluation")  # the demo's training step: one recipe, two assets
+        trained = submit_backfill(instance, PROJECT, {captioner: ["tiny-demo"], evaluation: ["tiny-demo"]})
+        assert targets(instance, trained) == {captioner: {"tiny-demo"}, evaluation: {"tiny-demo"}}
