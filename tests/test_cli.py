@@ -3,6 +3,7 @@ storage root checked where the definitions load, and the Dagster instance config
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -35,7 +36,10 @@ def test_register_on_s3_with_aws_variables(tmp_path, sample_dir, s3_server, s3_b
     assert done.returncode == 0, done.stderr
     assert f"2 shards in s3://{bucket}/obelics; 2 newly registered" in done.stdout
     names = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="viscon/")["Contents"]}
-    assert names == {"viscon/_registry/shards/sample-00000.json", "viscon/_registry/shards/sample-00001.json"}
+    assert names == {"viscon/_registry/shards/sample-00000.json", "viscon/_registry/shards/sample-00001.json",
+                     "viscon/_registry/shards.index.json"}
+    index = json.loads(client.get_object(Bucket=bucket, Key="viscon/_registry/shards.index.json")["Body"].read())
+    assert index == {f"sample-0000{i}": f"s3://{bucket}/obelics/sample-0000{i}.parquet" for i in range(2)}
     home = Path(os.environ["DAGSTER_HOME"])
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_dynamic_partitions("obelics_shards") == ["sample-00000", "sample-00001"]

@@ -93,4 +93,5 @@ def test_sensor_resolves_s3_credentials_from_the_environment(sample_dir, s3_serv
         result = obelics_shard_sensor(ctx)
     assert list(result.dynamic_partitions_requests[0].partition_keys) == ["sample-00000", "sample-00001"]
     names = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="viscon/")["Contents"]}
-    assert names == {"viscon/_registry/shards/sample-00000.json", "viscon/_registry/shards/sample-00001.json"}
+    assert names == {"viscon/_registry/shards/sample-00000.json", "viscon/_registry/shards/sample-00001.json",
+                     "viscon/_registry/shards.index.json"}

@@ -6,7 +6,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from viscon_dagster.core.shards.registry import ShardKeyConflict, lookup, refused_shards, register, register_source
+from viscon_dagster.core.shards.registry import (
+    ShardKeyConflict,
+    lookup,
+    refused_shards,
+    register,
+    register_source,
+    registered_urls,
+)
 from viscon_dagster.core.shards.sources import (
     ShardReadError,
     ShardRef,
@@ -133,3 +140,34 @@ def test_registry_round_trip_and_conflict(tmp_path):
         register(root, [ShardRef("a", "file:///y/a.parquet")], "other")
     with pytest.raises(LookupError, match="viscon shards register"):
         lookup(root, "missing")
+
+
+def test_the_index_answers_known_keys_and_the_entries_stay_the_record(tmp_path):
+    root = upath_for(str(tmp_path / "store"))
+    index = tmp_path / "store" / "_registry" / "shards.index.json"
+    register(root, [ShardRef("a", "file:///x/a.parquet"), ShardRef("b", "file:///x/b.parquet")], "src")
+    assert json.loads(index.read_text()) == {"a": "file:///x/a.parquet", "b": "file:///x/b.parquet"}
+
+    # another registration overwrote the index at the same moment: b's entry is still the record
+    index.write_text(json.dumps({"a": "file:///x/a.parquet"}))
+    with pytest.raises(ShardKeyConflict, match="file:///x/b.parquet"):
+        register(root, [ShardRef("b", "file:///y/b.parquet")], "other")
+    assert register(root, [ShardRef("b", "file:///x/b.parquet")], "src") == []
+    assert json.loads(index.read_text())["b"] == "file:///x/b.parquet"  # read from its entry and indexed again
+
+    # an entry removed by hand is no longer registered, whatever the index says; the key can be registered anew
+    (tmp_path / "store" / "_registry" / "shards" / "a.json").unlink()
+    assert registered_urls(root) == {"b": "file:///x/b.parquet"}
+    assert register(root, [ShardRef("a", "file:///z/a.parquet")], "src") == ["a"]
+    assert lookup(root, "a") == "file:///z/a.parquet"
+
+
+def test_a_local_source_whose_path_needs_quoting_registers(tmp_path, sample_dir):
+    source = tmp_path / "my shards #1"
+    source.mkdir()
+    shutil.copy(sample_dir / "shards" / "sample-00000.parquet", source / "s0.parquet")
+    registration = register_source(upath_for(str(tmp_path / "store")), str(source))
+    assert registration.new == ["s0"] and not registration.refused
+    url = lookup(upath_for(str(tmp_path / "store")), "s0")
+    assert "%20" in url and check_shard(url) is None
+    assert next(iter_record_batches(url)).num_rows > 0

@@ -9,6 +9,11 @@ A new shard is registered only once its parquet footer reads and holds the OBELI
 refused one is recorded with its reason (`_registry/bad_shards/<key>.json`), checked again at the
 next registration and cleared once it passes.
 
+Each set also keeps an index of its entries (`_registry/shards.index.json`: key -> URL), rewritten after each
+registration that adds keys, so a registration with nothing new (every shard-sensor tick) reads one file, not one
+per shard. The entries stay the record: a key listed but missing from the index (an index another registration
+overwrote at the same moment, or a registry older than the index) is read from its entry and added back.
+
 Each dataset has its own shard set (`SHARD_SETS`: VisCon-100K's `100k`, VisCon-1M's `1m`), with its own
 registry folders. The sets are disjoint: a shard whose key or URL is already in another set is refused
 with that reason, so no document ends up in both datasets and a key names one shard everywhere.
@@ -17,13 +22,15 @@ with that reason, so no document ends up in both datasets and a key names one sh
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from upath import UPath
 
-from viscon_dagster.core.files.atomic import write_text_atomic
+from viscon_dagster.core.files.atomic import is_local, write_text_atomic
 from viscon_dagster.core.shards.sources import ShardRef, check_shards, list_shards
 
 REGISTRY_DIR = "_registry/shards"
@@ -60,20 +67,52 @@ def _entry(root: UPath, key: str, shard_set: str = DEFAULT_SET) -> UPath:
     return root / registry_dir(shard_set) / f"{key}.json"
 
 
+def _index(root: UPath, shard_set: str) -> UPath:
+    return root / f"{registry_dir(shard_set)}.index.json"
+
+
+def registered_urls(root: UPath, shard_set: str = DEFAULT_SET) -> dict[str, str]:
+    """key -> URL of every shard registered in `shard_set`: the index, with any entry it lacks read and added."""
+    keys = _keys_in(root / registry_dir(shard_set))
+    try:
+        indexed = json.loads(_index(root, shard_set).read_text())
+    except FileNotFoundError:
+        indexed = {}
+    urls = {k: u for k, u in indexed.items() if k in keys}
+    missing = sorted(keys - urls.keys())
+    read_url = lambda k: json.loads(_entry(root, k, shard_set).read_text())["url"]  # noqa: E731
+    urls.update(zip(missing, _parallel(root, read_url, missing)))
+    if missing:
+        write_text_atomic(_index(root, shard_set), json.dumps(urls))
+    return urls
+
+
+def _parallel(root: UPath, fn, items: list) -> list:
+    """fn over items: in threads on an object store (each a round trip: a PUT or GET on S3), in turn on a local
+    folder (a file operation there is microseconds; threads would only contend for the GIL)."""
+    if len(items) < 2 or is_local(root):
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(16, len(items)), thread_name_prefix="registry") as pool:
+        return list(pool.map(fn, items))
+
+
 def register(root: UPath, shards: list[ShardRef], source: str, shard_set: str = DEFAULT_SET) -> list[str]:
     """Record shards in `shard_set`; returns the keys that were new."""
-    new = []
+    known = registered_urls(root, shard_set)
     for ref in shards:
-        path = _entry(root, ref.key, shard_set)
-        if path.exists():
-            known = json.loads(path.read_text())["url"]
-            if known != ref.url:
-                raise ShardKeyConflict(f"shard key {ref.key!r} is registered for {known}, not {ref.url}")
-            continue
-        write_text_atomic(path, json.dumps({"key": ref.key, "url": ref.url, "source": source,
-                                            "registered_at": _now()}))
-        new.append(ref.key)
-    return new
+        if ref.key in known and known[ref.key] != ref.url:
+            raise ShardKeyConflict(f"shard key {ref.key!r} is registered for {known[ref.key]}, not {ref.url}")
+    new = [ref for ref in shards if ref.key not in known]
+    if not new:
+        return []
+    now, folder = _now(), root / registry_dir(shard_set)
+    # a local entry by its path string: a path object per entry costs ~0.1 ms, 1 s at 10,000 new shards
+    entry = (lambda key: os.path.join(folder.path, f"{key}.json")) if is_local(folder) else (
+        lambda key: folder / f"{key}.json")
+    _parallel(root, lambda ref: write_text_atomic(entry(ref.key), json.dumps(
+        {"key": ref.key, "url": ref.url, "source": source, "registered_at": now})), new)
+    write_text_atomic(_index(root, shard_set), json.dumps(known | {ref.key: ref.url for ref in new}))
+    return [ref.key for ref in new]
 
 
 @dataclass(frozen=True)
@@ -95,22 +134,22 @@ def _now() -> str:
 
 
 def _keys_in(folder: UPath) -> set[str]:
-    try:
-        return {p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json")}
+    try:  # names through the filesystem: a path object per entry costs ~0.1 ms, 1 s at 10,000 shards
+        names = (n.rstrip("/").rsplit("/", 1)[-1] for n in folder.fs.ls(folder.path, detail=False))
+        return {n.removesuffix(".json") for n in names if n.endswith(".json")}
     except (FileNotFoundError, NotADirectoryError):  # nothing recorded yet (S3 says NotADirectory)
         return set()
 
 
 def _in_other_sets(root: UPath, refs: list[ShardRef], shard_set: str) -> dict[str, str]:
-    """key -> why, for the refs whose key or URL another shard set already holds (entries read only when
-    there are new refs, and only the other sets')."""
+    """key -> why, for the refs whose key or URL another shard set already holds (read only when there are new
+    refs, and only the other sets')."""
     reasons: dict[str, str] = {}
     for other in SHARD_SETS:
         if other == shard_set or not refs:
             continue
-        folder = root / registry_dir(other)
-        keys = _keys_in(folder)
-        urls = {json.loads((folder / f"{k}.json").read_text())["url"]: k for k in sorted(keys)}
+        keys_urls = registered_urls(root, other)
+        keys, urls = keys_urls.keys(), {u: k for k, u in sorted(keys_urls.items())}
         for ref in refs:
             if ref.key in reasons:
                 continue
