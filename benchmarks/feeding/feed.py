@@ -34,7 +34,6 @@ import io
 import json
 import multiprocessing as mp
 import os
-import platform
 import random
 import shutil
 import socket
@@ -47,22 +46,13 @@ from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+from benchmarks.machine import describe  # noqa: E402
 
 CAPTION_WORDS = 110  # ~150 tokens: a caption of the length the arithmetic assumes
 # Hugging Face's HuggingFaceTB/SmolVLM-256M-Instruct preprocessor_config.json (Idefics3ImageProcessor), as published
 SMOLVLM_256M = dict(do_convert_rgb=True, do_image_splitting=True, do_normalize=True, do_pad=True, do_rescale=True,
                     do_resize=True, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], resample=1,
                     rescale_factor=1 / 255, size={"longest_edge": 2048}, max_image_size={"longest_edge": 512})
-
-
-def machine(load_start: tuple[float, ...], load_end: tuple[float, ...] | None) -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
-                 platform.processor() or "CPU model unknown")
-    return (f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, "
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average (1/5/15 min) "
-            f"{'/'.join(f'{x:.1f}' for x in load_start)} at the start"
-            + (f", {'/'.join(f'{x:.1f}' for x in load_end)} at the end" if load_end else ""))
 
 
 # ---------------------------------------------------------------------------------------------------- the corpus
@@ -325,7 +315,7 @@ def main() -> None:
     args = ap.parse_args()
     counts = [int(x) for x in args.processes.split(",")]
     load_start = os.getloadavg()
-    print(f"start: {machine(load_start, None)}", file=sys.stderr)
+    print(f"start: {describe(load_start, None)}", file=sys.stderr)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="viscon-feed-"))
     try:
         t0 = time.perf_counter()
@@ -346,7 +336,7 @@ def main() -> None:
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
-    header = machine(load_start, os.getloadavg())
+    header = describe(load_start, os.getloadavg())
     lines = [header, "", "| engine | processes | requests | CPU ms / request (ours) | context + prompt | backend: "
              "image read + decode (vllm) or + base64 (http) | backend: the rest | rows | model's processor ms | "
              "requests/s | load after |",

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -43,6 +42,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DATA = REPO / "benchmarks" / ".data" / "images"
 IMG2DATASET = REPO / ".venv-img2dataset" / "bin" / "img2dataset"
+
+sys.path.insert(0, str(REPO))
+from benchmarks.machine import describe  # noqa: E402
 
 
 def child_env() -> dict[str, str]:
@@ -147,17 +149,6 @@ def run_img2dataset(urls: Path, threads: int) -> dict:
     return r
 
 
-def machine(load_start: tuple[float, ...], load_end: tuple[float, ...] | None) -> str:
-    """The machine a figure comes from: cores, CPU model, memory, Python, time, load average at start and end."""
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
-                 platform.processor() or "CPU model unknown")
-    return (f"{os.cpu_count()} cores ({model}), {psutil.virtual_memory().total / 2**30:.0f} GiB, "
-            f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-            f"load average (1/5/15 min) {'/'.join(f'{x:.1f}' for x in load_start)} at the start"
-            + (f", {'/'.join(f'{x:.1f}' for x in load_end)} at the end" if load_end else ""))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=2000)
@@ -180,7 +171,7 @@ def main() -> None:
                                "--port-file", str(port_file)], env=child_env())
     results: list[dict] = []
     started_load = os.getloadavg()
-    print(f"start: {machine(started_load, None)}", file=sys.stderr)
+    print(f"start: {describe(started_load, None)}", file=sys.stderr)
     try:
         for _ in range(100):
             if port_file.exists() and port_file.read_text().strip():
@@ -217,7 +208,7 @@ def main() -> None:
     sizes = [f.stat().st_size for f in files]
     data = (f"{args.n} JPEGs ({min(sizes) // 1024} KB - {max(sizes) // 1024} KB, median "
             f"{sorted(sizes)[len(sizes) // 2] // 1024} KB, {sum(sizes) / 2**30:.2f} GiB)")
-    header = f"{data}; {machine(started_load, os.getloadavg())}"
+    header = f"{data}; {describe(started_load, os.getloadavg())}"
     lines = [header, "", "| round | contender | CPU ms / image | CPU of floor | images/s | of floor | cores busy "
              "| images ok | wall s | load 1 min |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -42,6 +41,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import yaml
+
+from benchmarks.machine import describe
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_PARTITIONS = 1000
@@ -58,16 +59,6 @@ query($path: [String!]!) {
     }
   }
 }"""
-
-
-def machine(load_start, load_end) -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
-                 platform.processor() or "CPU model unknown")
-    return (f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, "
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average (1/5/15 min) "
-            f"{'/'.join(f'{x:.1f}' for x in load_start)} at the start"
-            + (f", {'/'.join(f'{x:.1f}' for x in load_end)} at the end" if load_end else ""))
 
 
 def timed(fn, *args, **kw):
@@ -265,7 +256,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "scale" / "many_partitions.json"))
     args = ap.parse_args()
     load_start = os.getloadavg()
-    print(f"start: {machine(load_start, None)}", file=sys.stderr)
+    print(f"start: {describe(load_start, None)}", file=sys.stderr)
     results = []
     with ExitStack() as stack:
         pg = Postgres(stack)
@@ -279,7 +270,7 @@ def main() -> None:
                 r["load_after"] = os.getloadavg()[0]
                 results.append(r)
                 print(json.dumps(r), file=sys.stderr, flush=True)
-    header = machine(load_start, os.getloadavg())
+    header = describe(load_start, os.getloadavg())
     sizes = sorted({r["shards"] for r in results})
     kinds = list(dict.fromkeys(r["instance"] for r in results))
     cols = [(k, n) for k in kinds for n in sizes]
