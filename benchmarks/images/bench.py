@@ -34,6 +34,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -149,6 +151,29 @@ def run_img2dataset(urls: Path, threads: int) -> dict:
     return r
 
 
+@contextmanager
+def served(files: list[Path], work: Path) -> Iterator[Path]:
+    """The loopback image server over DATA/src (serve.py: 8 ports, its own process, not counted); yields a file
+    listing the URLs of `files`, spread over the ports."""
+    port_file = work / "ports.txt"
+    port_file.unlink(missing_ok=True)
+    server = subprocess.Popen([sys.executable, str(HERE / "serve.py"), "--root", str(DATA / "src"), "--ports", "8",
+                               "--port-file", str(port_file)], env=child_env())
+    try:
+        for _ in range(100):
+            if port_file.exists() and port_file.read_text().strip():
+                break
+            time.sleep(0.1)
+        ports = port_file.read_text().split()
+        urls = work / "urls.txt"
+        urls.write_text("\n".join(f"http://127.0.0.1:{ports[i % len(ports)]}/img/{f.name}"
+                                  for i, f in enumerate(files)) + "\n")
+        yield urls
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=2000)
@@ -165,22 +190,10 @@ def main() -> None:
     # pays the disk reads and the later ones do not
     for f in files:
         f.read_bytes()
-    port_file = DATA / "ports.txt"
-    port_file.unlink(missing_ok=True)
-    server = subprocess.Popen([sys.executable, str(HERE / "serve.py"), "--root", str(DATA / "src"), "--ports", "8",
-                               "--port-file", str(port_file)], env=child_env())
     results: list[dict] = []
     started_load = os.getloadavg()
     print(f"start: {describe(started_load, None)}", file=sys.stderr)
-    try:
-        for _ in range(100):
-            if port_file.exists() and port_file.read_text().strip():
-                break
-            time.sleep(0.1)
-        ports = port_file.read_text().split()
-        urls = DATA / "urls.txt"
-        urls.write_text("\n".join(f"http://127.0.0.1:{ports[i % len(ports)]}/img/{f.name}"
-                                  for i, f in enumerate(files)) + "\n")
+    with served(files, DATA) as urls:
         contenders = [lambda: run_floor(args.n, phash=True)]
         if args.floor_no_phash:
             contenders.append(lambda: run_floor(args.n, phash=False))
@@ -202,9 +215,6 @@ def main() -> None:
                       f"{r['images'] / r['wall_s']:.1f} images/s, {r['cores_busy']:.2f} cores, "
                       f"load {r['load_before']:.1f}->{r['load_after']:.1f}", file=sys.stderr)
                 (DATA / "results-partial.json").write_text(json.dumps(results, indent=1))
-    finally:
-        server.terminate()
-        server.wait()
     sizes = [f.stat().st_size for f in files]
     data = (f"{args.n} JPEGs ({min(sizes) // 1024} KB - {max(sizes) // 1024} KB, median "
             f"{sorted(sizes)[len(sizes) // 2] // 1024} KB, {sum(sizes) / 2**30:.2f} GiB)")

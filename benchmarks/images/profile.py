@@ -27,7 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench import DATA, TreeCPU, child_env  # noqa: E402
+from bench import DATA, TreeCPU, child_env, served  # noqa: E402
 
 PY_SPY = Path(sys.executable).with_name("py-spy")
 
@@ -98,18 +98,7 @@ def main() -> None:
     work = DATA / "profile"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    port_file = work / "ports.txt"
-    server = subprocess.Popen([sys.executable, str(HERE / "serve.py"), "--root", str(DATA / "src"), "--ports", "8",
-                               "--port-file", str(port_file)], env=child_env())
-    try:
-        for _ in range(100):
-            if port_file.exists() and port_file.read_text().strip():
-                break
-            time.sleep(0.1)
-        ports = port_file.read_text().split()
-        urls = work / "urls.txt"
-        urls.write_text("\n".join(f"http://127.0.0.1:{ports[i % len(ports)]}/img/{f.name}"
-                                  for i, f in enumerate(files)) + "\n")
+    with served(files, work) as urls:
         if args.floor:
             target = [str(HERE / "floor.py"), "--src", str(DATA / "src"), "--out", str(work / "out"), "--n",
                       str(args.n)]
@@ -127,9 +116,6 @@ def main() -> None:
         wall = time.perf_counter() - started
         tree.stop()  # CPU per process in tree.seen (py-spy's own is left out below)
         load_after = os.getloadavg()
-    finally:
-        server.terminate()
-        server.wait()
     by_proc, roles = read_raw(raw)
     cpu_of = {pid: c for (pid, _), c in tree.seen.items()}  # CPU s of each process, measured
     spy_cpu = cpu_of.pop(proc.pid, 0.0)  # py-spy's own
