@@ -34,7 +34,6 @@ def daemon_on(instance: dg.DagsterInstance, defs_file: Path, folder: Path) -> It
     with running_daemon(instance, workspace, log=folder / "daemon.log", command=DAEMON_COMMAND) as pid:
         assert pid is not None  # our own daemon, not someone else's
         yield workspace
-    instance.wipe_daemon_heartbeats()  # stopped: a next daemon_on must not take it for a live one
 
 
 def wait_for(what: str, probe: Callable, timeout_s: float = WAIT_S, every_s: float = 1.0):
