@@ -1,15 +1,17 @@
 """The daemon `viscon` starts for a backfill: never a second one beside a live daemon (two daemons each run every
-backfill, and Dagster then marks it failed), and a stopped one is not taken for alive by the next `viscon` command.
-Real `dagster-daemon` processes on a temporary SQLite instance."""
+backfill, and Dagster then marks it failed), and a stopped one is not taken for alive by the next `viscon` command;
+a backfill that fails says why. Real `dagster-daemon` processes on a temporary SQLite instance."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from tests.operations.harness import new_instance
+from viscon_dagster.local.backfills import run_backfill
 from viscon_dagster.local.daemon import daemon_alive, running_daemon
 from viscon_dagster.local.workspace import file_workspace
 
@@ -49,3 +51,15 @@ def test_two_commands_starting_at_once_share_one_daemon(tmp_path):
         t.join(timeout=900)
     assert len(pids) == 2 and pids.count(None) == 1, pids  # one started a daemon, the other used it
     assert (tmp_path / "daemon.log").read_text().count("Instance is configured with the following daemons") == 1
+
+
+def test_a_failed_backfill_names_its_failed_runs_and_their_errors(tmp_path):
+    instance = new_instance(tmp_path / "home")
+    workspace = file_workspace(Path(__file__).parent / "failing_defs.py", tmp_path)
+    lines: list[str] = []
+    ok = run_backfill(instance, {dg.AssetKey("fragile"): ["a", "b"]}, workspace=workspace, on_progress=lines.append,
+                      daemon_log=tmp_path / "daemon.log")
+    assert not ok
+    report = "\n".join(lines)
+    assert "ended COMPLETED_FAILED: 1 of its 2 runs failed or were canceled" in report, report
+    assert "(fragile): " in report and "shard b is broken beyond repair" in report, report

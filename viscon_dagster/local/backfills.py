@@ -237,7 +237,10 @@ def wait_for_backfill(instance: dg.DagsterInstance, backfill_id: str,
             on_progress(line)
             last = line
         if backfill.status in BULK_ACTION_TERMINAL_STATUSES:
-            return backfill.status == BulkActionStatus.COMPLETED_SUCCESS and sum(done.values()) == total
+            ok = backfill.status == BulkActionStatus.COMPLETED_SUCCESS and sum(done.values()) == total
+            if not ok:
+                on_progress(why_backfill_failed(instance, backfill_id, backfill.status.value))
+            return ok
         if sum(done.values()) == total and not _unfinished_runs(instance, backfill_id):
             return True  # the daemon marks the backfill completed at its next pass (up to 30 s later)
         if time.monotonic() > deadline:
@@ -245,11 +248,38 @@ def wait_for_backfill(instance: dg.DagsterInstance, backfill_id: str,
         time.sleep(poll_s)
 
 
-def _unfinished_runs(instance: dg.DagsterInstance, backfill_id: str) -> list[dg.DagsterRun]:
+def _backfill_runs(instance: dg.DagsterInstance, backfill_id: str) -> list[dg.DagsterRun]:
     from dagster._core.storage.tags import BACKFILL_ID_TAG
 
-    return [r for r in instance.get_runs(filters=dg.RunsFilter(tags={BACKFILL_ID_TAG: backfill_id}))
-            if not r.is_finished]
+    return list(instance.get_runs(filters=dg.RunsFilter(tags={BACKFILL_ID_TAG: backfill_id})))
+
+
+def _unfinished_runs(instance: dg.DagsterInstance, backfill_id: str) -> list[dg.DagsterRun]:
+    return [r for r in _backfill_runs(instance, backfill_id) if not r.is_finished]
+
+
+def _error_of(event) -> str:
+    """A failure event's error (for a step, the user code's exception that Dagster wraps), else its log message."""
+    error = getattr(event.dagster_event.event_specific_data, "error", None)
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return error.message if error is not None else event.message
+
+
+def why_backfill_failed(instance: dg.DagsterInstance, backfill_id: str, status: str, most: int = 5) -> str:
+    """What ended the backfill badly: its failed or canceled runs, each with its first error message."""
+    runs = _backfill_runs(instance, backfill_id)
+    bad = [r for r in runs if r.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)]
+    lines = [f"  backfill {backfill_id} ended {status}: {len(bad)} of its {len(runs)} runs failed or were canceled"]
+    for run in bad[:most]:
+        errors = [_error_of(e) for e in instance.all_logs(run.run_id) if e.dagster_event is not None
+                  and e.dagster_event.event_type_value in ("STEP_FAILURE", "RUN_FAILURE", "RUN_CANCELED")]
+        first = (errors[0] if errors else run.status.value).strip().splitlines()[0][:300]
+        lines.append(f"    run {run.run_id} ({', '.join(k.to_user_string() for k in run.asset_selection or ())}): "
+                     f"{first}")
+    if not bad:
+        lines.append("    no run failed: some partitions were not materialized (see the backfill in the UI)")
+    return "\n".join(lines)
 
 
 def run_backfill(instance: dg.DagsterInstance, partitions_by_asset: Mapping[dg.AssetKey, Sequence[str] | None], *,
