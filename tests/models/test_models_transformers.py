@@ -151,3 +151,18 @@ def test_a_text_only_model_asked_for_captions_fails_the_call_naming_why(tiny_mod
     with pytest.raises(ModelServiceError, match=r"the first 10 requests asked were rejected \(bad_request\) with the "
                                                 r"same message.*is a text-only model; the request has images"):
         b.generate([Request.user(f"Caption {i}.", [image_ref]) for i in range(30)])
+
+
+def test_sampling_with_a_seed_gives_the_same_answers_again(tiny_models):
+    from viscon_dagster.assets.chain import QAConfig, sampling
+
+    def answers(params: SamplingParams) -> list[str]:
+        b = TransformersLocalBackend(model=str(tiny_models["lm"]), device="cpu")  # a new process's state
+        return [r.text for r in b.generate([Request.user(f"Write a question ({i}).", params=params)
+                                            for i in range(4)])]
+
+    seeded = sampling(QAConfig(temperature=1.0, max_tokens=24))
+    assert seeded.seed == 0 and sampling(QAConfig()).seed is None  # greedy requests keep their journal keys
+    first = answers(seeded)
+    assert answers(seeded) == first
+    assert answers(seeded.model_copy(update={"seed": 1})) != first  # the seed, not greedy decoding, fixed them

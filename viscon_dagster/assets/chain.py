@@ -54,6 +54,7 @@ class CaptionConfig(dg.Config):
     context_tokens: int = TEACHER_DEFAULTS.context_tokens  # token budget of the page context around the image
     max_tokens: int = TEACHER_DEFAULTS.max_tokens          # longest caption
     temperature: float = TEACHER_DEFAULTS.temperature
+    seed: int = 0  # sampling's seed when temperature > 0: a rerun samples the same captions
     min_chars: int = 20
     max_chars: int = 4000
 
@@ -63,6 +64,13 @@ class QAConfig(dg.Config):
     n_mcq: int = 2
     max_tokens: int = 768
     temperature: float = 0.0
+    seed: int = 0  # sampling's seed when temperature > 0: a rerun samples the same Q&A
+
+
+def sampling(config: CaptionConfig | QAConfig) -> SamplingParams:
+    """The requests' sampling; greedy requests carry no seed (it changes nothing, and their journal keys stay)."""
+    return SamplingParams(max_tokens=config.max_tokens, temperature=config.temperature,
+                          seed=config.seed if config.temperature > 0 else None)
 
 
 class DedupConfig(dg.Config):
@@ -121,7 +129,7 @@ def _caption_asset(spec: ChainSpec, labels: Mapping[str, str], name: str, contex
         storage: StorageResource = context.resources.storage
         tokenizer: TokenizerResource = context.resources.tokenizer
         count = lambda text: tokenizer.count_tokens([text])[0]  # noqa: E731
-        params = SamplingParams(max_tokens=config.max_tokens, temperature=config.temperature)
+        params = sampling(config)
         options = storage.storage_options()
 
         def shard_captions(shard: str) -> ShardOutput:
@@ -160,7 +168,7 @@ def _qa_asset(spec: ChainSpec, labels: Mapping[str, str]):
     def _qa_pairs(context: dg.AssetExecutionContext, config: QAConfig) -> dg.MaterializeResult:
         model: ModelBackend = getattr(context.resources, spec.qa_model_key)
         storage: StorageResource = context.resources.storage
-        params = SamplingParams(max_tokens=config.max_tokens, temperature=config.temperature)
+        params = sampling(config)
 
         def shard_qa(shard: str) -> ShardOutput:
             captions = read_input(storage, spec.key("captions"), shard)
