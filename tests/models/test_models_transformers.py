@@ -154,7 +154,8 @@ def test_a_text_only_model_asked_for_captions_fails_the_call_naming_why(tiny_mod
 
 
 def test_sampling_with_a_seed_gives_the_same_answers_again(tiny_models):
-    from viscon_dagster.assets.chain import QAConfig, sampling
+    from viscon_dagster.assets.chain import QAConfig, greedy_seed, sampling
+    from viscon_dagster.assets.per_shard import config_defaults
 
     def answers(params: SamplingParams) -> list[str]:
         b = TransformersLocalBackend(model=str(tiny_models["lm"]), device="cpu")  # a new process's state
@@ -163,6 +164,7 @@ def test_sampling_with_a_seed_gives_the_same_answers_again(tiny_models):
 
     seeded = sampling(QAConfig(temperature=1.0, max_tokens=24))
     assert seeded.seed == 0 and sampling(QAConfig()).seed is None  # greedy requests keep their journal keys
+    assert "seed" not in config_defaults(QAConfig, *greedy_seed(QAConfig))  # nor does the greedy default's version
     first = answers(seeded)
     assert answers(seeded) == first
     assert answers(seeded.model_copy(update={"seed": 1})) != first  # the seed, not greedy decoding, fixed them

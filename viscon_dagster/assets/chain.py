@@ -73,6 +73,12 @@ def sampling(config: CaptionConfig | QAConfig) -> SamplingParams:
                           seed=config.seed if config.temperature > 0 else None)
 
 
+def greedy_seed(config: type[CaptionConfig | QAConfig]) -> tuple[str, ...]:
+    """("seed",) when the config's default decoding is greedy: the seed then changes nothing written, and leaves the
+    code version as it was before the field existed."""
+    return ("seed",) if config().temperature == 0 else ()
+
+
 class DedupConfig(dg.Config):
     threshold: float = 0.9  # cosine similarity at or above which a question is a near duplicate
 
@@ -115,7 +121,8 @@ def _text_fixes(table: pa.Table) -> dict[str, int]:
 def _caption_asset(spec: ChainSpec, labels: Mapping[str, str], name: str, contextual: bool, description: str):
     key = spec.key(name)
     prompt_version = (CAPTION if contextual else NONCONTEXTUAL).version
-    version = code_version(name, prompt=prompt_version, settings=config_defaults(CaptionConfig),
+    version = code_version(name, prompt=prompt_version,
+                           settings=config_defaults(CaptionConfig, *greedy_seed(CaptionConfig)),
                            models={"caption": labels.get(spec.caption_model_key), "tokenizer": labels.get("tokenizer")})
 
     @dg.asset(
@@ -160,7 +167,8 @@ def _qa_asset(spec: ChainSpec, labels: Mapping[str, str]):
     @dg.asset(
         **spec.shard_asset(key, gpu=True), kinds={"parquet"}, deps=[spec.key("captions")],
         required_resource_keys={spec.qa_model_key, "storage"}, check_specs=[qa_check_spec(key)],
-        code_version=code_version("qa_pairs", prompt=QA.version, settings=config_defaults(QAConfig),
+        code_version=code_version("qa_pairs", prompt=QA.version,
+                                  settings=config_defaults(QAConfig, *greedy_seed(QAConfig)),
                                   models={"qa": labels.get(spec.qa_model_key)}),
         description="Free-form and multiple-choice Q&A written from each caption's text; every item validated, "
                     "invalid ones kept with their reason; leakage = answerability from the caption.", **GPU,
