@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -278,16 +279,21 @@ def run(engine: str, corpus: dict, work: Path, processes: int, gen_s: float, pro
         port_file.unlink(missing_ok=True)
         server = ctx.Process(target=serve_answers, args=(corpus["answer"], str(port_file)), daemon=True)
         server.start()
+        deadline = time.monotonic() + 120
         while not (port_file.exists() and port_file.read_text()):
+            if not server.is_alive() or time.monotonic() > deadline:
+                raise SystemExit(f"the loopback answer server did not start (exit code {server.exitcode})")
             time.sleep(0.05)
         base_url = f"http://127.0.0.1:{port_file.read_text()}/v1"
     shutil.rmtree(Path(corpus["store"]) / "captions", ignore_errors=True)  # no answers journaled from before
     try:
         with ctx.Manager() as manager:
             barrier = manager.Barrier(len(shards))
-            with ctx.Pool(len(shards)) as pool:
-                parts = pool.starmap(feed, [(engine, corpus, s, str(work), gen_s, processor, batch, base_url,
-                                             barrier) for s in shards])
+            # not multiprocessing.Pool: a worker that dies (killed, out of memory) leaves its map waiting forever;
+            # the executor raises BrokenProcessPool instead
+            with ProcessPoolExecutor(len(shards), mp_context=ctx) as pool:
+                parts = list(pool.map(feed, *zip(*[(engine, corpus, s, str(work), gen_s, processor, batch, base_url,
+                                                     barrier) for s in shards])))
     finally:
         if server is not None:
             server.terminate()
