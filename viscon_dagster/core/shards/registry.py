@@ -96,9 +96,10 @@ def _parallel(root: UPath, fn, items: list) -> list:
         return list(pool.map(fn, items))
 
 
-def register(root: UPath, shards: list[ShardRef], source: str, shard_set: str = DEFAULT_SET) -> list[str]:
-    """Record shards in `shard_set`; returns the keys that were new."""
-    known = registered_urls(root, shard_set)
+def register(root: UPath, shards: list[ShardRef], source: str, shard_set: str = DEFAULT_SET,
+             known: dict[str, str] | None = None) -> list[str]:
+    """Record shards in `shard_set`; returns the keys that were new. `known`: `registered_urls` if already read."""
+    known = registered_urls(root, shard_set) if known is None else known
     for ref in shards:
         if ref.key in known and known[ref.key] != ref.url:
             raise ShardKeyConflict(f"shard key {ref.key!r} is registered for {known[ref.key]}, not {ref.url}")
@@ -171,13 +172,13 @@ def register_source(root: UPath, source: str, storage_options: dict[str, Any] | 
     refs = list_shards(source, storage_options)
     if not refs:
         raise ValueError(f"no *.parquet shards found under {source}")
-    known = _keys_in(root / registry_dir(shard_set))
+    known = registered_urls(root, shard_set)  # one listing and the index, shared with register()
     unknown = [r for r in refs if r.key not in known]
     reasons = _in_other_sets(root, unknown, shard_set)
     reasons.update(check_shards([r for r in unknown if r.key not in reasons], storage_options))
     refused = [RefusedShard(r.key, r.url, reasons[r.key]) for r in refs if r.key in reasons]
     good = [r for r in refs if r.key not in reasons]
-    new = register(root, good, source, shard_set)
+    new = register(root, good, source, shard_set, known)
     bad_dir = root / refused_dir(shard_set)
     for bad in refused:
         write_text_atomic(bad_dir / f"{bad.key}.json", json.dumps(
